@@ -1,0 +1,66 @@
+# TaskMaster's developer entry points. Everything a fresh machine with Python
+# 3.11+, Go, gcc and make needs is installed by these targets.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TOOLS := .tools/bin
+KUBECONFIG_LOCAL := $(CURDIR)/.cluster/kubeconfig
+PYTEST_ARGS ?=
+
+.PHONY: help venv tools cluster-up cluster-down lint fmt test test-unit demo bench bench-quick lock clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+$(BIN)/.installed: pyproject.toml requirements/dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --require-hashes -r requirements/dev.txt
+	$(BIN)/pip install --quiet --no-deps --editable .
+	touch $@
+
+venv: $(BIN)/.installed ## create .venv with the locked dependencies
+
+tools: ## build (or reuse the cached) cluster binaries and link them into .tools/bin
+	$(PYTHON) hack/tools.py --bin $(TOOLS)
+
+cluster-up: tools ## start the local cluster (idempotent); kubeconfig in .cluster/kubeconfig
+	hack/cluster.sh up
+
+cluster-down: ## stop the local cluster and every process of it (idempotent)
+	@if [[ -x $(TOOLS)/kwokctl ]]; then hack/cluster.sh down; fi
+
+lint: venv ## ruff, mypy --strict and import-linter
+	$(BIN)/ruff check operator tests hack
+	$(BIN)/ruff format --check operator tests hack
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+fmt: venv ## format and fix what ruff can
+	$(BIN)/ruff format operator tests hack
+	$(BIN)/ruff check --fix operator tests hack
+
+test: lint tools ## lint, then every test (starts the local cluster when it is not up)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: venv ## the tests that need no cluster
+	$(BIN)/pytest -m "not cluster" $(PYTEST_ARGS)
+
+demo: cluster-up venv ## bring the local cluster up and show it working
+	KUBECONFIG=$(KUBECONFIG_LOCAL) PATH=$(CURDIR)/$(TOOLS):$$PATH hack/demo.sh
+
+bench bench-quick: ## benchmarks (not written yet)
+	@echo "no benchmark yet: see the benchmark issue" >&2
+
+lock: venv ## re-resolve requirements/*.txt from pyproject.toml
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes --quiet -o requirements/runtime.txt
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes --quiet -o requirements/dev.txt
+
+clean: cluster-down ## remove the venv and links (the binary cache stays)
+	rm -rf $(VENV) .tools .cluster .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -1,0 +1,75 @@
+"""The wrapper go.mod that lets upstream modules with local replacements build."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tools() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("hack_tools", ROOT / "hack" / "tools.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def component(tools: ModuleType, name: str) -> object:
+    return next(c for c in tools.COMPONENTS if c.name == name)
+
+
+def test_staging_replacements_point_at_the_published_modules(tools: ModuleType) -> None:
+    upstream = {
+        "Go": "1.25.0",
+        "Godebug": [{"Key": "default", "Value": "go1.25"}],
+        "Replace": [
+            {"Old": {"Path": "k8s.io/api"}, "New": {"Path": "./staging/src/k8s.io/api"}},
+            {
+                "Old": {"Path": "example.com/fork"},
+                "New": {"Path": "example.com/fork", "Version": "v1.2.3"},
+            },
+        ],
+    }
+    kubernetes = component(tools, "kubernetes")
+
+    go_mod = tools.wrapper_go_mod(kubernetes, upstream).splitlines()
+
+    assert "go 1.25.0" in go_mod
+    assert "godebug default=go1.25" in go_mod
+    assert f"require k8s.io/kubernetes {tools.KUBERNETES_VERSION}" in go_mod
+    staging = "v0." + tools.KUBERNETES_VERSION.split(".", 1)[1]
+    assert f"replace k8s.io/api => k8s.io/api {staging}" in go_mod
+    assert "replace example.com/fork => example.com/fork v1.2.3" in go_mod
+
+
+def test_forbidden_dependency_guards_are_dropped(tools: ModuleType) -> None:
+    upstream = {
+        "Go": "1.26.0",
+        "Replace": [
+            {"Old": {"Path": "go.etcd.io/etcd/api/v3"}, "New": {"Path": "../api"}},
+            {"Old": {"Path": "go.etcd.io/etcd"}, "New": {"Path": "./FORBIDDEN_DEPENDENCY"}},
+        ],
+    }
+
+    go_mod = tools.wrapper_go_mod(component(tools, "etcd"), upstream)
+
+    assert (
+        f"replace go.etcd.io/etcd/api/v3 => go.etcd.io/etcd/api/v3 {tools.ETCD_VERSION}" in go_mod
+    )
+    assert "FORBIDDEN" not in go_mod
+
+
+def test_kubernetes_binaries_carry_their_version(tools: ModuleType) -> None:
+    flags = component(tools, "kubernetes").ldflags
+
+    assert f"-X k8s.io/component-base/version.gitVersion={tools.KUBERNETES_VERSION}" in flags
+    assert "-X k8s.io/component-base/version.gitMinor=36" in flags
