@@ -32,6 +32,10 @@ KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.22.0"
 
 
+# etcd's main package is its module root, whose last element is "v3".
+RENAMES = {"v3": "etcd"}
+
+
 @dataclass(frozen=True)
 class Component:
     name: str
@@ -44,7 +48,8 @@ class Component:
 
     @property
     def binaries(self) -> tuple[str, ...]:
-        return tuple(p.rsplit("/", 1)[-1] for p in self.packages)
+        names = (package.rsplit("/", 1)[-1] for package in self.packages)
+        return tuple(RENAMES.get(name, name) for name in names)
 
 
 def _kubernetes_ldflags(version: str) -> tuple[str, ...]:
@@ -99,9 +104,6 @@ COMPONENTS = (
         packages=("helm.sh/helm/v3/cmd/helm",),
     ),
 )
-
-# The binary names `etcd` is built as (its main package is the module root).
-RENAMES = {"v3": "etcd"}
 
 
 def log(message: str) -> None:
@@ -180,7 +182,7 @@ def build(component: Component, cache: Path) -> Path:
             "-trimpath",
             f"-ldflags={ldflags}",
             "-o",
-            str(bindir / RENAMES.get(binary, binary)),
+            str(bindir / binary),
             package,
             cwd=src,
             env=env,

@@ -1,0 +1,405 @@
+"""Spec parsing: a ScheduledTask's `spec` (as the API server stores it) to a TaskSpec.
+
+The CRD's schema and CEL rules refuse most bad input at `kubectl apply` time;
+this module re-checks everything, because objects can get in without them
+(webhook off, older CRD) and the operator must then report `Invalid` instead
+of failing. Every error names the field it is about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from taskmaster.core.schedule import (
+    Every,
+    RunAt,
+    Schedule,
+    ScheduleError,
+    Timeline,
+    parse_cron,
+    parse_duration,
+)
+
+DEFAULT_STARTING_DEADLINE_SECONDS = 60
+DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT = 3
+DEFAULT_FAILED_JOBS_HISTORY_LIMIT = 1
+DEFAULT_HISTORY_LIMIT = 10
+# Kubernetes' own bound for object names; longer task names are refused.
+MAX_NAME_LENGTH = 253
+
+SCHEDULE_KINDS = ("schedule", "runAt", "every")
+WORKLOAD_KINDS = ("jobTemplate", "task")
+
+
+_Enum = TypeVar("_Enum", bound=StrEnum)
+
+
+class ConcurrencyPolicy(StrEnum):
+    ALLOW = "Allow"
+    FORBID = "Forbid"
+    REPLACE = "Replace"
+
+
+class MissedRunPolicy(StrEnum):
+    RUN_LATEST = "RunLatest"
+    RUN_ALL = "RunAll"
+    SKIP = "Skip"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class InvalidSpec(ValueError):
+    """The spec cannot be acted on; `errors` name each offending field."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Backoff:
+    initial_seconds: float = 10.0
+    factor: float = 2.0
+    max_seconds: float = 3600.0
+
+    def delay(self, attempt: int) -> timedelta:
+        """The wait before `attempt` (2 is the first retry)."""
+        seconds = self.initial_seconds * self.factor ** max(attempt - 2, 0)
+        return timedelta(seconds=min(seconds, self.max_seconds))
+
+
+@dataclass(frozen=True)
+class Retry:
+    limit: int = 0
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+@dataclass(frozen=True)
+class ContainerTask:
+    image: str
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: tuple[Mapping[str, Any], ...] = ()
+    resources: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class HttpTask:
+    url: str
+    method: str = "GET"
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    body: str | None = None
+    timeout_seconds: int | None = None
+    success_codes: str = "200-299"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a run executes: exactly one of the three is set."""
+
+    job_template: Mapping[str, Any] | None = None
+    container: ContainerTask | None = None
+    http: HttpTask | None = None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    timeline: Timeline
+    time_zone: str = "UTC"
+    jitter_seconds: int = 0
+    suspend: bool = False
+    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
+    starting_deadline_seconds: int = DEFAULT_STARTING_DEADLINE_SECONDS
+    missed_run_policy: MissedRunPolicy = MissedRunPolicy.RUN_LATEST
+    timeout_seconds: int | None = None
+    retry: Retry = field(default_factory=Retry)
+    successful_jobs_history_limit: int = DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT
+    failed_jobs_history_limit: int = DEFAULT_FAILED_JOBS_HISTORY_LIMIT
+    history_limit: int = DEFAULT_HISTORY_LIMIT
+    workload: Workload = field(default_factory=Workload)
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.timeline.schedule
+
+    @property
+    def starting_deadline(self) -> timedelta:
+        return timedelta(seconds=self.starting_deadline_seconds)
+
+
+class _Reader:
+    """Reads typed fields from the raw spec, collecting errors instead of raising."""
+
+    def __init__(self, raw: Mapping[str, Any], path: str) -> None:
+        self.raw = raw
+        self.path = path
+        self.errors: list[FieldError] = []
+
+    def error(self, name: str, message: str) -> None:
+        self.errors.append(FieldError(f"{self.path}.{name}" if name else self.path, message))
+
+    def child(self, name: str) -> _Reader:
+        value = self.raw.get(name)
+        reader = _Reader(value if isinstance(value, Mapping) else {}, f"{self.path}.{name}")
+        if value is not None and not isinstance(value, Mapping):
+            self.error(name, "must be an object")
+        reader.errors = self.errors
+        return reader
+
+    def string(self, name: str, default: str | None = None) -> str | None:
+        value = self.raw.get(name, default)
+        if value is None or isinstance(value, str):
+            return value
+        self.error(name, f"must be a string, not {type(value).__name__}")
+        return default
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw.get(name, default)
+        if isinstance(value, bool):
+            return value
+        self.error(name, "must be true or false")
+        return default
+
+    def integer(
+        self, name: str, default: int | None, minimum: int = 0, maximum: int | None = None
+    ) -> int | None:
+        value = self.raw.get(name, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(name, "must be an integer")
+            return default
+        if value < minimum:
+            self.error(name, f"must be at least {minimum}, got {value}")
+            return default
+        if maximum is not None and value > maximum:
+            self.error(name, f"must be at most {maximum}, got {value}")
+            return default
+        return value
+
+    def number(self, name: str, default: float, minimum: float) -> float:
+        value = self.raw.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.error(name, "must be a number")
+            return default
+        if value < minimum:
+            self.error(name, f"must be at least {minimum:g}, got {value:g}")
+            return default
+        return float(value)
+
+    def time(self, name: str) -> datetime | None:
+        value = self.string(name)
+        if value is None:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.tzinfo is None:
+            self.error(
+                name, f"{value!r} is not an RFC 3339 time with an offset (2026-05-01T12:00:00Z)"
+            )
+            return None
+        return parsed.astimezone(UTC)
+
+    def choice(self, name: str, enum: type[_Enum], default: _Enum) -> _Enum:
+        value = self.string(name, default.value)
+        try:
+            return enum(value or "")
+        except ValueError:
+            allowed = ", ".join(member.value for member in enum)
+            self.error(name, f"must be one of {allowed}, got {value!r}")
+            return default
+
+    def strings(self, name: str) -> tuple[str, ...]:
+        value = self.raw.get(name, [])
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        self.error(name, "must be a list of strings")
+        return ()
+
+
+def _zone(spec: _Reader) -> ZoneInfo:
+    name = spec.string("timeZone", "UTC") or "UTC"
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        spec.error("timeZone", f"{name!r} is not an IANA time zone (like Europe/Paris)")
+        return ZoneInfo("UTC")
+
+
+def _exactly_one(spec: _Reader, kinds: tuple[str, ...]) -> str | None:
+    given = [kind for kind in kinds if spec.raw.get(kind) is not None]
+    if len(given) == 1:
+        return given[0]
+    spec.error(
+        "",
+        f"exactly one of {', '.join(kinds)} is required"
+        + (f"; got {', '.join(given)}" if given else ""),
+    )
+    return None
+
+
+def _schedule(spec: _Reader, zone: ZoneInfo, hash_key: str, created: datetime) -> Schedule | None:
+    kind = _exactly_one(spec, SCHEDULE_KINDS)
+    if kind == "schedule":
+        try:
+            return parse_cron(spec.string("schedule") or "", zone, hash_key)
+        except ScheduleError as error:
+            spec.error("schedule", str(error))
+    elif kind == "runAt":
+        at = spec.time("runAt")
+        return RunAt(at) if at is not None else None
+    elif kind == "every":
+        return _every(spec, created)
+    return None
+
+
+def _every(spec: _Reader, created: datetime) -> Every | None:
+    text = spec.string("every") or ""
+    try:
+        interval = parse_duration(text)
+    except ScheduleError as error:
+        spec.error("every", str(error))
+        return None
+    if interval < timedelta(seconds=1):
+        spec.error("every", f"{text!r} is shorter than the minimum of 1s")
+        return None
+    return Every(interval, anchor=spec.time("startAt") or created)
+
+
+def _workload(spec: _Reader) -> Workload:
+    kind = _exactly_one(spec, WORKLOAD_KINDS)
+    if kind == "jobTemplate":
+        template = spec.raw["jobTemplate"]
+        if isinstance(template, Mapping) and isinstance(template.get("spec"), Mapping):
+            return Workload(job_template=template)
+        spec.error("jobTemplate", "must be a Job template with a spec")
+    elif kind == "task":
+        task = spec.child("task")
+        task_kind = _exactly_one(task, ("container", "http"))
+        if task_kind == "container":
+            return Workload(container=_container(task.child("container")))
+        if task_kind == "http":
+            return Workload(http=_http(task.child("http")))
+    return Workload()
+
+
+def _container(container: _Reader) -> ContainerTask | None:
+    image = container.string("image")
+    if not image:
+        container.error("image", "is required")
+        return None
+    env = container.raw.get("env", [])
+    if not isinstance(env, list) or not all(isinstance(e, Mapping) for e in env):
+        container.error("env", "must be a list of {name, value} objects")
+        env = []
+    resources = container.raw.get("resources")
+    if resources is not None and not isinstance(resources, Mapping):
+        container.error("resources", "must be an object")
+        resources = None
+    return ContainerTask(
+        image=image,
+        command=container.strings("command"),
+        args=container.strings("args"),
+        env=tuple(env),
+        resources=resources,
+    )
+
+
+def _http(http: _Reader) -> HttpTask | None:
+    url = http.string("url")
+    if not url or not url.startswith(("http://", "https://")):
+        http.error("url", "must be an http:// or https:// URL")
+        return None
+    headers = http.raw.get("headers", {})
+    if not isinstance(headers, Mapping):
+        http.error("headers", "must be an object of header names to values")
+        headers = {}
+    return HttpTask(
+        url=url,
+        method=(http.string("method", "GET") or "GET").upper(),
+        headers=headers,
+        body=http.string("body"),
+        timeout_seconds=http.integer("timeoutSeconds", None, minimum=1),
+        success_codes=http.string("successCodes", "200-299") or "200-299",
+    )
+
+
+def parse_spec(raw: Mapping[str, Any], *, namespace: str, name: str, created: datetime) -> TaskSpec:
+    """Turn a ScheduledTask's spec into a TaskSpec, or raise InvalidSpec naming every bad field."""
+    spec = _Reader(raw, "spec")
+    if len(name) > MAX_NAME_LENGTH:
+        spec.errors.append(
+            FieldError("metadata.name", f"must be at most {MAX_NAME_LENGTH} characters")
+        )
+    zone = _zone(spec)
+    schedule = _schedule(spec, zone, f"{namespace}/{name}", created)
+    start_at = spec.time("startAt")
+    end_at = spec.time("endAt")
+    max_runs = spec.integer("maxRuns", None, minimum=1)
+    if isinstance(schedule, RunAt):
+        for window_field in ("startAt", "endAt", "maxRuns"):
+            if spec.raw.get(window_field) is not None:
+                spec.error(window_field, "applies to recurring tasks (schedule or every) only")
+    if start_at and end_at and end_at <= start_at:
+        spec.error("endAt", "must be after startAt")
+    retry = spec.child("retry")
+    backoff = retry.child("backoff")
+    workload = _workload(spec)
+    task_spec = TaskSpec(
+        timeline=Timeline(
+            schedule or RunAt(created),
+            created=created,
+            start_at=start_at,
+            end_at=end_at,
+            max_runs=max_runs,
+        ),
+        time_zone=str(zone.key),
+        jitter_seconds=spec.integer("jitterSeconds", 0) or 0,
+        suspend=spec.boolean("suspend", False),
+        concurrency_policy=spec.choice(
+            "concurrencyPolicy", ConcurrencyPolicy, ConcurrencyPolicy.ALLOW
+        ),
+        starting_deadline_seconds=spec.integer(
+            "startingDeadlineSeconds", DEFAULT_STARTING_DEADLINE_SECONDS
+        )
+        or 0,
+        missed_run_policy=spec.choice(
+            "missedRunPolicy", MissedRunPolicy, MissedRunPolicy.RUN_LATEST
+        ),
+        timeout_seconds=spec.integer("timeoutSeconds", None, minimum=1),
+        retry=Retry(
+            limit=retry.integer("limit", 0) or 0,
+            backoff=Backoff(
+                initial_seconds=backoff.number("initialSeconds", 10.0, minimum=0),
+                factor=backoff.number("factor", 2.0, minimum=1),
+                max_seconds=backoff.number("maxSeconds", 3600.0, minimum=0),
+            ),
+        ),
+        successful_jobs_history_limit=spec.integer(
+            "successfulJobsHistoryLimit", DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT
+        )
+        or 0,
+        failed_jobs_history_limit=spec.integer(
+            "failedJobsHistoryLimit", DEFAULT_FAILED_JOBS_HISTORY_LIMIT
+        )
+        or 0,
+        history_limit=spec.integer("historyLimit", DEFAULT_HISTORY_LIMIT, maximum=100) or 0,
+        workload=workload,
+    )
+    if spec.errors:
+        raise InvalidSpec(spec.errors)
+    return task_spec
