@@ -41,8 +41,9 @@ up() {
     down
   fi
   mkdir -p "$state"
-  local started=$SECONDS
-  kwokctl create cluster \
+  local started=$SECONDS log=$state/kwokctl.log
+  echo "starting cluster '$name' (log: $log)"
+  if ! kwokctl create cluster \
     --config "$root/hack/kwok/kwokctl.yaml" \
     --kubeconfig "$kubeconfig" \
     --etcd-binary "$bin/etcd" \
@@ -50,7 +51,10 @@ up() {
     --kube-controller-manager-binary "$bin/kube-controller-manager" \
     --kube-scheduler-binary "$bin/kube-scheduler" \
     --kwok-controller-binary "$bin/kwok" \
-    --wait 120s
+    --wait 120s >"$log" 2>&1; then
+    cat "$log" >&2
+    exit 1
+  fi
   kubectl apply -f "$root/hack/kwok/nodes.yaml" >/dev/null
   kubectl wait --for=condition=Ready node --all --timeout=60s >/dev/null
   # Pods need the namespace's default ServiceAccount, which the controller
