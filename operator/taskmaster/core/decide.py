@@ -1,0 +1,234 @@
+"""The decision function: given a task, its Jobs and the time, what to do now.
+
+Like the CronJob controller's `syncCronJob`, but pure: it returns a Plan (Jobs
+to create or delete, runs to record as missed or skipped, the new schedule
+cursor, when to wake up next) and the shell carries it out.
+
+`lastScheduleTime` is the cursor: the latest scheduled time the operator has
+dealt with (run, skipped, missed, or passed while suspended). Scheduled times
+after it and due by now are this decision's business:
+
+- a time whose due instant (scheduled time plus jitter) is more than
+  `startingDeadlineSeconds` ago is Missed;
+- a time that fell due while this operator was not scheduling (before `since`:
+  downtime or failover) follows `missedRunPolicy`;
+- any other time runs, subject to `concurrencyPolicy`.
+
+Job names are deterministic, so a run whose Job already exists is never
+created again, whatever the cursor says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from taskmaster.core.names import Run, TaskRef, Trigger
+from taskmaster.core.render import rfc3339
+from taskmaster.core.schedule import jitter
+from taskmaster.core.spec import ConcurrencyPolicy, MissedRunPolicy, TaskSpec
+from taskmaster.core.status import HistoryEntry, JobView, Result
+
+# Counting missed times one by one stops here; beyond it the count says "at least".
+_MISSED_COUNT_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class TaskState:
+    task: TaskRef
+    spec: TaskSpec
+    jobs: Sequence[JobView]
+    last_schedule_time: datetime | None
+    # Since when this operator has been scheduling (start or leadership).
+    since: datetime
+    run_now_token: str | None = None
+    handled_run_now_token: str | None = None
+
+
+@dataclass
+class Plan:
+    last_schedule_time: datetime | None
+    run_now_token: str | None
+    create: list[Run] = field(default_factory=list)
+    delete: list[JobView] = field(default_factory=list)
+    records: list[HistoryEntry] = field(default_factory=list)
+    next_run_time: datetime | None = None
+    wake_at: datetime | None = None
+
+
+def due_at(state: TaskState, scheduled: datetime) -> datetime:
+    return scheduled + jitter(state.task.key, scheduled, state.spec.jitter_seconds)
+
+
+@dataclass
+class _Missed:
+    """Scheduled times that will not run, counted (a floor past the counting limit)."""
+
+    first: datetime
+    last: datetime
+    count: int = 1
+    exact: bool = True
+
+    def add(self, scheduled: datetime) -> None:
+        self.last = scheduled
+        self.count += 1
+
+    def entry(self, why: str, reason: str) -> HistoryEntry:
+        if self.count == 1:
+            message = f"run at {rfc3339(self.last)} not started: {why}"
+        else:
+            runs = str(self.count) if self.exact else f"at least {self.count}"
+            message = (
+                f"{runs} runs from {rfc3339(self.first)} to {rfc3339(self.last)} not started: {why}"
+            )
+        return HistoryEntry(
+            scheduled_time=self.last,
+            result=Result.MISSED,
+            reason=reason,
+            message=message,
+            runs=self.count,
+        )
+
+    @classmethod
+    def of(cls, times: Sequence[datetime]) -> _Missed:
+        return cls(first=times[0], last=times[-1], count=len(times))
+
+
+def _due_times(state: TaskState, now: datetime) -> tuple[_Missed | None, list[datetime]]:
+    """Scheduled times due by `now`: (too late to start, still startable, oldest first)."""
+    deadline = state.spec.starting_deadline
+    late: _Missed | None = None
+    startable: list[datetime] = []
+    times = state.spec.timeline.times(state.last_schedule_time)
+    while (scheduled := next(times, None)) is not None:
+        due = due_at(state, scheduled)
+        if due > now:
+            break
+        if now - due <= deadline:
+            startable.append(scheduled)
+        elif late is None:
+            late = _Missed(scheduled, scheduled)
+        else:
+            late.add(scheduled)
+            if late.count % _MISSED_COUNT_LIMIT == 0:
+                # Too many to count (a seconds schedule after long downtime): jump
+                # to what may still be startable; the count becomes a floor.
+                horizon = now - deadline - timedelta(seconds=state.spec.jitter_seconds + 1)
+                if horizon > scheduled:
+                    late.exact = False
+                    times = state.spec.timeline.times(horizon)
+    return late, startable
+
+
+def _started_runs(state: TaskState) -> set[datetime]:
+    return {
+        job.run.scheduled
+        for job in state.jobs
+        if job.run.trigger is not Trigger.MANUAL and job.run.attempt == 1
+    }
+
+
+def decide(state: TaskState, now: datetime) -> Plan:
+    spec = state.spec
+    plan = Plan(
+        last_schedule_time=state.last_schedule_time,
+        run_now_token=state.handled_run_now_token,
+    )
+    active = [job for job in state.jobs if job.active]
+
+    token = state.run_now_token
+    if token and token != state.handled_run_now_token:
+        # Manual runs happen whatever the schedule, suspend or concurrency say.
+        plan.create.append(Run(now.replace(microsecond=0), trigger=Trigger.MANUAL, token=token))
+        plan.run_now_token = token
+
+    if spec.suspend:
+        passed = spec.timeline.between(state.last_schedule_time, now)
+        if passed:
+            plan.last_schedule_time = passed[-1]
+        return plan
+
+    late, startable = _due_times(state, now)
+    if late is not None:
+        why = f"more than startingDeadlineSeconds ({spec.starting_deadline_seconds}s) late"
+        plan.records.append(late.entry(why, "MissedStartingDeadline"))
+        plan.last_schedule_time = late.last
+
+    to_run: list[tuple[datetime, Trigger]] = []
+    downtime = [t for t in startable if due_at(state, t) < state.since]
+    regular = [t for t in startable if due_at(state, t) >= state.since]
+    if downtime:
+        plan.last_schedule_time = downtime[-1]
+        policy = spec.missed_run_policy
+        if policy is MissedRunPolicy.RUN_ALL:
+            to_run += [(t, Trigger.CATCH_UP) for t in downtime]
+        elif policy is MissedRunPolicy.RUN_LATEST:
+            if len(downtime) > 1:
+                why = "missedRunPolicy RunLatest runs only the latest"
+                plan.records.append(_Missed.of(downtime[:-1]).entry(why, "MissedRunPolicy"))
+            to_run.append((downtime[-1], Trigger.CATCH_UP))
+        else:
+            why = "missedRunPolicy Skip runs none of the times missed"
+            plan.records.append(_Missed.of(downtime).entry(why, "MissedRunPolicy"))
+    to_run += [(t, Trigger.SCHEDULE) for t in regular]
+
+    started = _started_runs(state)
+    for scheduled, trigger in to_run:
+        plan.last_schedule_time = scheduled
+        if scheduled in started:
+            continue
+        _start(plan, spec, active, Run(scheduled, trigger=trigger))
+
+    plan.next_run_time = spec.timeline.next(plan.last_schedule_time)
+    if plan.next_run_time is not None:
+        plan.wake_at = due_at(state, plan.next_run_time)
+    return plan
+
+
+def _start(plan: Plan, spec: TaskSpec, active: list[JobView], run: Run) -> None:
+    running = [job.name for job in active] + [
+        f"run at {rfc3339(r.scheduled)}" for r in plan.create if r.trigger is not Trigger.MANUAL
+    ]
+    policy = spec.concurrency_policy
+    if policy is ConcurrencyPolicy.FORBID and running:
+        plan.records.append(
+            HistoryEntry(
+                scheduled_time=run.scheduled,
+                result=Result.SKIPPED,
+                trigger=run.trigger,
+                reason="ConcurrencyPolicyForbid",
+                message=f"not started: {', '.join(running)} still running",
+            )
+        )
+        return
+    if policy is ConcurrencyPolicy.REPLACE:
+        for job in active:
+            if job not in plan.delete:
+                plan.delete.append(job)
+                plan.records.append(
+                    HistoryEntry(
+                        scheduled_time=job.run.scheduled,
+                        result=Result.REPLACED,
+                        job_name=job.name,
+                        attempt=job.run.attempt,
+                        trigger=job.run.trigger,
+                        start_time=job.start_time,
+                        completion_time=run.scheduled,
+                        reason="ConcurrencyPolicyReplace",
+                        message=f"deleted for the run at {rfc3339(run.scheduled)}",
+                    )
+                )
+        superseded = [r for r in plan.create if r.trigger is not Trigger.MANUAL]
+        for earlier in superseded:
+            plan.create.remove(earlier)
+            plan.records.append(
+                HistoryEntry(
+                    scheduled_time=earlier.scheduled,
+                    result=Result.REPLACED,
+                    trigger=earlier.trigger,
+                    reason="ConcurrencyPolicyReplace",
+                    message=f"superseded by the run at {rfc3339(run.scheduled)}",
+                )
+            )
+    plan.create.append(run)

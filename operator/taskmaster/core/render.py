@@ -1,0 +1,161 @@
+"""Job rendering: the batch/v1 Job manifest of one run, as a plain dict."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from taskmaster.core.names import (
+    ANNOTATION_SCHEDULED_AT,
+    API_VERSION,
+    KIND,
+    LABEL_ATTEMPT,
+    LABEL_SCHEDULED_TIME,
+    LABEL_TASK,
+    LABEL_TRIGGER,
+    Run,
+    TaskRef,
+    job_name,
+    task_label,
+)
+from taskmaster.core.spec import ContainerTask, HttpTask, TaskSpec
+
+CONTAINER_NAME = "task"
+
+
+def rfc3339(time: datetime) -> str:
+    return time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_labels(task: TaskRef, run: Run) -> dict[str, str]:
+    return {
+        LABEL_TASK: task_label(task.name),
+        LABEL_SCHEDULED_TIME: str(int(run.scheduled.timestamp())),
+        LABEL_ATTEMPT: str(run.attempt),
+        LABEL_TRIGGER: run.trigger.value,
+    }
+
+
+def _hardened(container: dict[str, Any]) -> dict[str, Any]:
+    """Defaults every container of ours gets; the image decides its user."""
+    container.setdefault(
+        "securityContext",
+        {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    )
+    return container
+
+
+def _container_job_spec(container: ContainerTask) -> dict[str, Any]:
+    main: dict[str, Any] = {"name": CONTAINER_NAME, "image": container.image}
+    if container.command:
+        main["command"] = list(container.command)
+    if container.args:
+        main["args"] = list(container.args)
+    if container.env:
+        main["env"] = [dict(e) for e in container.env]
+    if container.resources is not None:
+        main["resources"] = copy.deepcopy(dict(container.resources))
+    return {
+        # Retries are the operator's (spec.retry), one Job per attempt.
+        "backoffLimit": 0,
+        "template": {"spec": {"restartPolicy": "Never", "containers": [_hardened(main)]}},
+    }
+
+
+def _http_job_spec(http: HttpTask, worker_image: str) -> dict[str, Any]:
+    args = ["http", "--url", http.url, "--method", http.method]
+    env = []
+    for index, (header, value) in enumerate(sorted(http.headers.items())):
+        if isinstance(value, Mapping):
+            # A value from a Secret: the Job names the variable and the kubelet
+            # expands $(NAME), so the value never appears in the API.
+            variable = f"TASKMASTER_HEADER_{index}"
+            env.append({"name": variable, "valueFrom": copy.deepcopy(dict(value))})
+            args += ["--header", f"{header}: $({variable})"]
+        else:
+            args += ["--header", f"{header}: {value}"]
+    if http.body is not None:
+        args += ["--body", http.body]
+    if http.timeout_seconds is not None:
+        args += ["--timeout", str(http.timeout_seconds)]
+    args += ["--success-codes", http.success_codes]
+    main: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": worker_image,
+        "args": args,
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+    }
+    if env:
+        main["env"] = env
+    main["securityContext"] = {
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    return {
+        "backoffLimit": 0,
+        "template": {
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": False,
+                "containers": [main],
+            }
+        },
+    }
+
+
+def render_job(
+    task: TaskRef, spec: TaskSpec, run: Run, *, worker_image: str | None = None
+) -> dict[str, Any]:
+    """The Job of `run`: the task's template or shorthand, with the contract's metadata."""
+    workload = spec.workload
+    if workload.job_template is not None:
+        template = copy.deepcopy(dict(workload.job_template))
+        job_spec = template.get("spec", {})
+        metadata = template.get("metadata") or {}
+    elif workload.container is not None:
+        job_spec, metadata = _container_job_spec(workload.container), {}
+    elif workload.http is not None:
+        if worker_image is None:
+            raise ValueError("task.http needs the operator's --worker-image")
+        job_spec, metadata = _http_job_spec(workload.http, worker_image), {}
+    else:
+        raise ValueError("the spec has no workload")
+
+    labels = run_labels(task, run)
+    if spec.timeout_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.timeout_seconds
+    pod_metadata = job_spec.setdefault("template", {}).setdefault("metadata", {})
+    pod_metadata["labels"] = {**(pod_metadata.get("labels") or {}), **labels}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(task.name, run),
+            "namespace": task.namespace,
+            "labels": {**(metadata.get("labels") or {}), **labels},
+            "annotations": {
+                **(metadata.get("annotations") or {}),
+                ANNOTATION_SCHEDULED_AT: rfc3339(run.scheduled),
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "name": task.name,
+                    "uid": task.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": job_spec,
+    }

@@ -1,0 +1,393 @@
+"""Status reduction: observed Jobs and the scheduler's decisions to a task's `status`.
+
+The status is the durable record: Jobs are deleted beyond the history limits,
+but each finished run stays in `status.history` (up to `historyLimit`) and in
+the counters. A finished Job is recorded once: it is new exactly when its name
+is not in the history yet (Jobs whose entry falls out of the history are
+deleted, see `expired_jobs`, so they cannot come back as new).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from taskmaster.core.names import (
+    LABEL_ATTEMPT,
+    LABEL_SCHEDULED_TIME,
+    LABEL_TRIGGER,
+    Run,
+    Trigger,
+)
+from taskmaster.core.render import rfc3339
+from taskmaster.core.schedule import RunAt
+from taskmaster.core.spec import InvalidSpec, TaskSpec
+
+_MESSAGE_LIMIT = 1024
+
+
+class Result(StrEnum):
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    TIMED_OUT = "TimedOut"
+    MISSED = "Missed"
+    SKIPPED = "Skipped"
+    REPLACED = "Replaced"
+
+    @property
+    def ran(self) -> bool:
+        """Whether a Job ran to an end (as opposed to never starting or being cut off)."""
+        return self in (Result.SUCCEEDED, Result.FAILED, Result.TIMED_OUT)
+
+    @property
+    def failed(self) -> bool:
+        return self in (Result.FAILED, Result.TIMED_OUT, Result.MISSED)
+
+
+class Phase(StrEnum):
+    SCHEDULED = "Scheduled"
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    INVALID = "Invalid"
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value).astimezone(UTC)
+    except ValueError:
+        return None
+
+
+def _time(value: datetime | None) -> str | None:
+    return rfc3339(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What the operator needs to know of one of its Jobs."""
+
+    name: str
+    run: Run
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    result: Result | None = None
+    reason: str = ""
+    message: str = ""
+    deleting: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.result is None and not self.deleting
+
+    @classmethod
+    def from_job(cls, job: Mapping[str, Any]) -> JobView | None:
+        """Read a Job object; None when it lacks the labels of a TaskMaster run."""
+        metadata = job.get("metadata") or {}
+        labels = metadata.get("labels") or {}
+        try:
+            scheduled = datetime.fromtimestamp(int(labels[LABEL_SCHEDULED_TIME]), UTC)
+            attempt = int(labels.get(LABEL_ATTEMPT, "1"))
+            trigger = Trigger(labels.get(LABEL_TRIGGER, Trigger.SCHEDULE.value))
+        except (KeyError, ValueError):
+            return None
+        status = job.get("status") or {}
+        result, reason, message, finished_at = None, "", "", None
+        for condition in status.get("conditions") or ():
+            if condition.get("status") != "True":
+                continue
+            if condition.get("type") == "Complete":
+                result = Result.SUCCEEDED
+            elif condition.get("type") == "Failed":
+                timed_out = condition.get("reason") == "DeadlineExceeded"
+                result = Result.TIMED_OUT if timed_out else Result.FAILED
+            else:
+                continue
+            reason = condition.get("reason") or ""
+            message = condition.get("message") or ""
+            finished_at = parse_time(condition.get("lastTransitionTime"))
+        return cls(
+            name=metadata.get("name", ""),
+            run=Run(scheduled, attempt, trigger),
+            start_time=parse_time(status.get("startTime")),
+            completion_time=parse_time(status.get("completionTime")) or finished_at,
+            result=result,
+            reason=reason,
+            message=message[:_MESSAGE_LIMIT],
+            deleting=bool(metadata.get("deletionTimestamp")),
+        )
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    scheduled_time: datetime
+    result: Result
+    job_name: str | None = None
+    attempt: int = 1
+    trigger: Trigger = Trigger.SCHEDULE
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    reason: str = ""
+    message: str = ""
+    # How many scheduled times one Missed entry stands for (counted, not stored).
+    runs: int = 1
+
+    def to_status(self) -> dict[str, Any]:
+        entry = {
+            "scheduledTime": rfc3339(self.scheduled_time),
+            "jobName": self.job_name,
+            "attempt": self.attempt,
+            "trigger": self.trigger.value,
+            "startTime": _time(self.start_time),
+            "completionTime": _time(self.completion_time),
+            "result": self.result.value,
+            "reason": self.reason,
+            "message": self.message,
+        }
+        return {k: v for k, v in entry.items() if v is not None and v != ""}
+
+    @classmethod
+    def from_status(cls, entry: Mapping[str, Any]) -> HistoryEntry | None:
+        scheduled = parse_time(entry.get("scheduledTime"))
+        try:
+            result = Result(str(entry.get("result")))
+            trigger = Trigger(entry.get("trigger", Trigger.SCHEDULE.value))
+        except ValueError:
+            return None
+        if scheduled is None:
+            return None
+        return cls(
+            scheduled_time=scheduled,
+            result=result,
+            job_name=entry.get("jobName"),
+            attempt=int(entry.get("attempt", 1)),
+            trigger=trigger,
+            start_time=parse_time(entry.get("startTime")),
+            completion_time=parse_time(entry.get("completionTime")),
+            reason=entry.get("reason", ""),
+            message=entry.get("message", ""),
+        )
+
+    @classmethod
+    def from_job(cls, job: JobView, result: Result) -> HistoryEntry:
+        return cls(
+            scheduled_time=job.run.scheduled,
+            result=result,
+            job_name=job.name,
+            attempt=job.run.attempt,
+            trigger=job.run.trigger,
+            start_time=job.start_time,
+            completion_time=job.completion_time,
+            reason=job.reason,
+            message=job.message,
+        )
+
+
+def _newest_first(entry: HistoryEntry) -> tuple[datetime, datetime, int]:
+    ended = entry.completion_time or entry.scheduled_time
+    return (entry.scheduled_time, ended, entry.attempt)
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: bool
+    reason: str
+    message: str = ""
+
+
+def _conditions(
+    previous: Sequence[Mapping[str, Any]],
+    wanted: Iterable[Condition],
+    generation: int | None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    before = {c.get("type"): c for c in previous}
+    conditions = []
+    for condition in wanted:
+        status = "True" if condition.status else "False"
+        old = before.get(condition.type) or {}
+        changed = old.get("status") != status
+        conditions.append(
+            {
+                "type": condition.type,
+                "status": status,
+                "reason": condition.reason,
+                "message": condition.message,
+                "lastTransitionTime": rfc3339(now)
+                if changed
+                else old.get("lastTransitionTime", rfc3339(now)),
+                "observedGeneration": generation,
+            }
+        )
+    return conditions
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything the status is computed from, besides the previous status."""
+
+    spec: TaskSpec | None
+    jobs: Sequence[JobView]
+    now: datetime
+    generation: int | None = None
+    invalid: InvalidSpec | None = None
+    # The scheduler's decisions since the last status: runs not started, Jobs replaced.
+    records: Sequence[HistoryEntry] = ()
+    last_schedule_time: datetime | None = None
+    next_run_time: datetime | None = None
+    run_now_token: str | None = None
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    status: dict[str, Any]
+    # History entries this update adds, oldest first: one Event and metric each.
+    recorded: list[HistoryEntry] = field(default_factory=list)
+
+
+def _phase(observed: Observation, active: bool, history: Sequence[HistoryEntry]) -> Phase:
+    if observed.invalid is not None or observed.spec is None:
+        return Phase.INVALID
+    if active:
+        return Phase.RUNNING
+    if observed.spec.suspend:
+        return Phase.SUSPENDED
+    if observed.next_run_time is not None:
+        return Phase.SCHEDULED
+    last = next((e for e in history if e.result.ran or e.result is Result.MISSED), None)
+    if isinstance(observed.spec.schedule, RunAt) and last is not None and last.result.failed:
+        return Phase.FAILED
+    return Phase.COMPLETED
+
+
+def reduce_status(previous: Mapping[str, Any], observed: Observation) -> StatusUpdate:
+    """The next status, and the history entries it adds."""
+    history = [
+        entry
+        for raw in previous.get("history") or ()
+        if (entry := HistoryEntry.from_status(raw)) is not None
+    ]
+    known_jobs = {entry.job_name for entry in history if entry.job_name}
+    recorded = [
+        HistoryEntry.from_job(job, job.result)
+        for job in observed.jobs
+        if job.result is not None and job.name not in known_jobs
+    ]
+    recorded += [r for r in observed.records if r.job_name is None or r.job_name not in known_jobs]
+    recorded.sort(key=_newest_first)
+    limit = observed.spec.history_limit if observed.spec else len(history) + len(recorded)
+    history = sorted([*history, *recorded], key=_newest_first, reverse=True)[:limit]
+
+    counters = {
+        name: int(previous.get(name) or 0) for name in ("succeededRuns", "failedRuns", "missedRuns")
+    }
+    last_success = parse_time(previous.get("lastSuccessfulTime"))
+    last_failure = parse_time(previous.get("lastFailureTime"))
+    for entry in recorded:
+        ended = entry.completion_time or entry.scheduled_time
+        if entry.result is Result.SUCCEEDED:
+            counters["succeededRuns"] += 1
+            last_success = max(filter(None, (last_success, ended)))
+        elif entry.result in (Result.FAILED, Result.TIMED_OUT):
+            counters["failedRuns"] += 1
+            last_failure = max(filter(None, (last_failure, ended)))
+        elif entry.result is Result.MISSED:
+            counters["missedRuns"] += entry.runs
+
+    active = sorted(
+        (job for job in observed.jobs if job.active), key=lambda j: (j.run.scheduled, j.run.attempt)
+    )
+    phase = _phase(observed, bool(active), history)
+    status: dict[str, Any] = {
+        "phase": phase.value,
+        "observedGeneration": observed.generation,
+        "nextRunTime": _time(observed.next_run_time),
+        "lastScheduleTime": _time(observed.last_schedule_time),
+        "lastSuccessfulTime": _time(last_success),
+        "lastFailureTime": _time(last_failure),
+        "active": [
+            {
+                "jobName": job.name,
+                "scheduledTime": rfc3339(job.run.scheduled),
+                "attempt": job.run.attempt,
+            }
+            for job in active
+        ],
+        "history": [entry.to_status() for entry in history],
+        **counters,
+        "runNowToken": observed.run_now_token,
+        "conditions": _conditions(
+            previous.get("conditions") or (),
+            _wanted_conditions(observed, phase, active, history),
+            observed.generation,
+            observed.now,
+        ),
+    }
+    return StatusUpdate(status=status, recorded=recorded)
+
+
+def _wanted_conditions(
+    observed: Observation,
+    phase: Phase,
+    active: Sequence[JobView],
+    history: Sequence[HistoryEntry],
+) -> list[Condition]:
+    spec = observed.spec
+    if observed.invalid is not None or spec is None:
+        message = str(observed.invalid) if observed.invalid else "the spec cannot be read"
+        ready = Condition("Ready", False, "InvalidSpec", message)
+    elif spec.suspend:
+        ready = Condition("Ready", False, "Suspended", "spec.suspend is true: no new runs")
+    elif observed.next_run_time is not None:
+        next_run = rfc3339(observed.next_run_time)
+        ready = Condition("Ready", True, "Scheduled", f"next run at {next_run}")
+    else:
+        ready = Condition("Ready", False, "NoRunsLeft", f"the task is {phase.value.lower()}")
+    suspended = Condition(
+        "Suspended",
+        bool(spec and spec.suspend),
+        "SuspendedBySpec" if spec and spec.suspend else "NotSuspended",
+    )
+    running = Condition(
+        "Running",
+        bool(active),
+        "JobActive" if active else "NoActiveJob",
+        ", ".join(job.name for job in active),
+    )
+    last = next((e for e in history if e.result.ran or e.result is Result.MISSED), None)
+    if last is not None and last.result.failed:
+        degraded = Condition(
+            "Degraded", True, f"Run{last.result.value}", last.message or last.reason
+        )
+    else:
+        degraded = Condition("Degraded", False, "LastRunSucceeded" if last else "NoRunYet")
+    return [ready, suspended, running, degraded]
+
+
+def same_status(previous: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """Whether patching `status` over `previous` would change nothing."""
+    return all(previous.get(key) == value for key, value in status.items())
+
+
+def expired_jobs(jobs: Iterable[JobView], spec: TaskSpec, history: Sequence[Any]) -> list[str]:
+    """Finished Jobs to delete: beyond their history limit, or no longer in `status.history`."""
+    in_history = {entry.get("jobName") for entry in history}
+    finished = sorted(
+        (job for job in jobs if job.result is not None and not job.deleting),
+        key=lambda j: (j.run.scheduled, j.run.attempt),
+        reverse=True,
+    )
+    succeeded = [job for job in finished if job.result is Result.SUCCEEDED]
+    failed = [job for job in finished if job.result is not Result.SUCCEEDED]
+    expired = (
+        succeeded[spec.successful_jobs_history_limit :] + failed[spec.failed_jobs_history_limit :]
+    )
+    expired += [job for job in finished if job.name not in in_history and job not in expired]
+    return [job.name for job in expired]

@@ -1,0 +1,226 @@
+"""Status reduction: Jobs and decisions to history, counters, conditions and phase."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from taskmaster.core.names import Run, Trigger
+from taskmaster.core.spec import InvalidSpec, parse_spec
+from taskmaster.core.status import (
+    HistoryEntry,
+    JobView,
+    Observation,
+    Result,
+    expired_jobs,
+    reduce_status,
+    same_status,
+)
+
+CREATED = datetime(2026, 5, 1, 12, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return CREATED + timedelta(seconds=seconds)
+
+
+def spec_of(**fields: Any) -> Any:
+    raw = {"every": "10s", "task": {"container": {"image": "busybox"}}, **fields}
+    return parse_spec(raw, namespace="ns", name="t", created=CREATED)
+
+
+def job(
+    scheduled: float,
+    condition: str | None = None,
+    reason: str = "",
+    message: str = "",
+    trigger: str = "schedule",
+) -> dict[str, Any]:
+    conditions = []
+    if condition:
+        conditions.append(
+            {
+                "type": condition,
+                "status": "True",
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": "2026-05-01T12:00:30Z",
+            }
+        )
+    return {
+        "metadata": {
+            "name": f"t-{int(at(scheduled).timestamp())}",
+            "labels": {
+                "taskmaster.dev/scheduled-time": str(int(at(scheduled).timestamp())),
+                "taskmaster.dev/attempt": "1",
+                "taskmaster.dev/trigger": trigger,
+            },
+        },
+        "status": {"startTime": "2026-05-01T12:00:11Z", "conditions": conditions},
+    }
+
+
+def view(*args: Any, **kwargs: Any) -> JobView:
+    parsed = JobView.from_job(job(*args, **kwargs))
+    assert parsed is not None
+    return parsed
+
+
+def observe(jobs: list[JobView], **fields: Any) -> Observation:
+    fields.setdefault("spec", spec_of())
+    fields.setdefault("now", at(40))
+    fields.setdefault("generation", 2)
+    fields.setdefault("next_run_time", at(50))
+    return Observation(jobs=jobs, **fields)
+
+
+def test_job_views_read_results_from_conditions() -> None:
+    assert view(10).active
+    assert view(10, "Complete").result is Result.SUCCEEDED
+    timed_out = view(10, "Failed", "DeadlineExceeded", "Job was active longer than specified")
+    assert (timed_out.result, timed_out.reason) == (Result.TIMED_OUT, "DeadlineExceeded")
+    failed = view(10, "Failed", "BackoffLimitExceeded", "Job has reached the backoff limit")
+    assert (failed.result, failed.message) == (Result.FAILED, "Job has reached the backoff limit")
+    assert failed.completion_time == datetime(2026, 5, 1, 12, 0, 30, tzinfo=UTC)
+    assert view(10, trigger="catch-up").run == Run(at(10), 1, Trigger.CATCH_UP)
+
+
+def test_jobs_without_run_labels_are_not_ours() -> None:
+    assert JobView.from_job({"metadata": {"name": "x", "labels": {}}}) is None
+    bad = job(10)
+    bad["metadata"]["labels"]["taskmaster.dev/scheduled-time"] = "soon"
+    assert JobView.from_job(bad) is None
+
+
+def test_a_finished_job_is_recorded_once() -> None:
+    jobs = [view(10, "Complete"), view(20)]
+
+    first = reduce_status({}, observe(jobs, last_schedule_time=at(20)))
+    second = reduce_status(first.status, observe(jobs, last_schedule_time=at(20)))
+
+    assert [e.result for e in first.recorded] == [Result.SUCCEEDED]
+    assert second.recorded == []
+    status = second.status
+    assert status["succeededRuns"] == 1
+    assert status["failedRuns"] == 0
+    assert status["lastSuccessfulTime"] == "2026-05-01T12:00:30Z"
+    assert status["lastScheduleTime"] == "2026-05-01T12:00:20Z"
+    assert status["nextRunTime"] == "2026-05-01T12:00:50Z"
+    assert status["active"] == [
+        {"jobName": "t-1777636820", "scheduledTime": "2026-05-01T12:00:20Z", "attempt": 1}
+    ]
+    assert status["history"] == [
+        {
+            "scheduledTime": "2026-05-01T12:00:10Z",
+            "jobName": "t-1777636810",
+            "attempt": 1,
+            "trigger": "schedule",
+            "startTime": "2026-05-01T12:00:11Z",
+            "completionTime": "2026-05-01T12:00:30Z",
+            "result": "Succeeded",
+        }
+    ]
+    assert status["phase"] == "Running"
+    assert same_status(first.status, second.status)
+
+
+def test_history_is_newest_first_and_capped() -> None:
+    jobs = [view(s, "Complete") for s in (10, 20, 30, 40)]
+
+    status = reduce_status({}, observe(jobs, spec=spec_of(historyLimit=3))).status
+
+    assert [e["scheduledTime"][-3:-1] for e in status["history"]] == ["40", "30", "20"]
+    assert status["succeededRuns"] == 4
+
+
+def test_missed_and_skipped_records_count_and_show() -> None:
+    records = [
+        HistoryEntry(at(10), Result.MISSED, reason="MissedStartingDeadline", message="m", runs=7),
+        HistoryEntry(at(20), Result.SKIPPED, reason="ConcurrencyPolicyForbid", message="s"),
+    ]
+
+    update = reduce_status({"missedRuns": 2}, observe([], records=records))
+
+    assert update.status["missedRuns"] == 9
+    assert [e["result"] for e in update.status["history"]] == ["Skipped", "Missed"]
+    assert update.status["conditions"][3]["type"] == "Degraded"
+
+
+def test_conditions_keep_their_transition_time_while_unchanged() -> None:
+    first = reduce_status({}, observe([], now=at(40))).status
+    later = reduce_status(first, observe([], now=at(90))).status
+    suspended = reduce_status(later, observe([], now=at(95), spec=spec_of(suspend=True))).status
+
+    ready = {c["type"]: c for c in later["conditions"]}["Ready"]
+    assert ready["status"] == "True"
+    assert ready["lastTransitionTime"] == "2026-05-01T12:00:40Z"
+    assert ready["observedGeneration"] == 2
+    assert ready["message"] == "next run at 2026-05-01T12:00:50Z"
+    by_type = {c["type"]: c for c in suspended["conditions"]}
+    assert by_type["Ready"]["status"] == "False"
+    assert by_type["Ready"]["lastTransitionTime"] == "2026-05-01T12:01:35Z"
+    assert by_type["Suspended"]["status"] == "True"
+    assert suspended["phase"] == "Suspended"
+
+
+def test_degraded_follows_the_last_finished_run() -> None:
+    failed = reduce_status(
+        {}, observe([view(10, "Failed", "BackoffLimitExceeded", "exit code 3")])
+    ).status
+    recovered = reduce_status(failed, observe([view(10, "Failed"), view(20, "Complete")])).status
+
+    degraded = {c["type"]: c for c in failed["conditions"]}["Degraded"]
+    assert (degraded["status"], degraded["reason"], degraded["message"]) == (
+        "True",
+        "RunFailed",
+        "exit code 3",
+    )
+    assert failed["failedRuns"] == 1
+    assert failed["lastFailureTime"] == "2026-05-01T12:00:30Z"
+    assert {c["type"]: c for c in recovered["conditions"]}["Degraded"]["status"] == "False"
+
+
+@pytest.mark.parametrize(
+    ("jobs", "fields", "phase"),
+    [
+        ([], {}, "Scheduled"),
+        ([view(10)], {}, "Running"),
+        ([view(10, "Complete")], {"next_run_time": None}, "Completed"),
+        ([view(10, "Failed")], {"next_run_time": None}, "Completed"),
+        (
+            [view(10, "Failed")],
+            {"next_run_time": None, "spec": spec_of(every=None, runAt="2026-05-01T12:00:10Z")},
+            "Failed",
+        ),
+        ([], {"spec": None, "invalid": InvalidSpec([])}, "Invalid"),
+    ],
+)
+def test_phase(jobs: list[JobView], fields: dict[str, Any], phase: str) -> None:
+    assert reduce_status({}, observe(jobs, **fields)).status["phase"] == phase
+
+
+def test_invalid_spec_shows_the_message() -> None:
+    spec = {"every": "10s", "schedule": "* * * * *"}
+    with pytest.raises(InvalidSpec) as invalid:
+        parse_spec(spec, namespace="ns", name="t", created=CREATED)
+
+    status = reduce_status({}, observe([], spec=None, invalid=invalid.value)).status
+
+    ready = {c["type"]: c for c in status["conditions"]}["Ready"]
+    assert ready["reason"] == "InvalidSpec"
+    assert "spec: exactly one of schedule, runAt, every" in ready["message"]
+
+
+def test_expired_jobs_respect_both_limits_and_the_history() -> None:
+    spec = spec_of(successfulJobsHistoryLimit=2, failedJobsHistoryLimit=1)
+    jobs = [view(s, "Complete") for s in (10, 20, 30)] + [view(s, "Failed") for s in (40, 50)]
+    jobs.append(view(60))
+    status = reduce_status({}, observe(jobs, spec=spec)).status
+
+    expired = expired_jobs(jobs, spec, status["history"])
+
+    assert sorted(expired) == ["t-1777636810", "t-1777636840"]
+    trimmed = [e for e in status["history"] if e["jobName"] != "t-1777636830"]
+    assert "t-1777636830" in expired_jobs(jobs, spec, trimmed)
