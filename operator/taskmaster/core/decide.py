@@ -57,8 +57,9 @@ class Plan:
     wake_at: datetime | None = None
 
 
-def due_at(state: TaskState, scheduled: datetime) -> datetime:
-    return scheduled + jitter(state.task.key, scheduled, state.spec.jitter_seconds)
+def due_at(key: str, spec: TaskSpec, scheduled: datetime) -> datetime:
+    """When a scheduled time is due: the time plus the task's jitter for it."""
+    return scheduled + jitter(key, scheduled, spec.jitter_seconds)
 
 
 @dataclass
@@ -102,7 +103,7 @@ def _due_times(state: TaskState, now: datetime) -> tuple[_Missed | None, list[da
     startable: list[datetime] = []
     times = state.spec.timeline.times(state.last_schedule_time)
     while (scheduled := next(times, None)) is not None:
-        due = due_at(state, scheduled)
+        due = due_at(state.task.key, state.spec, scheduled)
         if due > now:
             break
         if now - due <= deadline:
@@ -156,8 +157,8 @@ def decide(state: TaskState, now: datetime) -> Plan:
         plan.last_schedule_time = late.last
 
     to_run: list[tuple[datetime, Trigger]] = []
-    downtime = [t for t in startable if due_at(state, t) < state.since]
-    regular = [t for t in startable if due_at(state, t) >= state.since]
+    downtime = [t for t in startable if due_at(state.task.key, state.spec, t) < state.since]
+    regular = [t for t in startable if due_at(state.task.key, state.spec, t) >= state.since]
     if downtime:
         plan.last_schedule_time = downtime[-1]
         policy = spec.missed_run_policy
@@ -182,7 +183,7 @@ def decide(state: TaskState, now: datetime) -> Plan:
 
     plan.next_run_time = spec.timeline.next(plan.last_schedule_time)
     if plan.next_run_time is not None:
-        plan.wake_at = due_at(state, plan.next_run_time)
+        plan.wake_at = due_at(state.task.key, state.spec, plan.next_run_time)
     return plan
 
 

@@ -1,0 +1,184 @@
+"""The operator's writes to the API server: Jobs, task status, Events.
+
+The client's generated methods take its model classes; plain dicts serialize
+the same, hence the casts. Its config loaders are untyped.
+
+Reads come from kopf's watches; this is the other direction. Responses are
+read as plain JSON rather than the client's generated models: the operator
+works on dicts throughout and model conversion would dominate at scale.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from kubernetes.aio import client, config
+
+from taskmaster.core.names import API_VERSION, GROUP, KIND, LABEL_TASK, PLURAL, VERSION, TaskRef
+
+logger = logging.getLogger(__name__)
+
+FIELD_MANAGER = "taskmaster-operator"
+REPORTING_CONTROLLER = "taskmaster.dev/operator"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: str) -> None:
+        try:
+            message = json.loads(body).get("message", body)
+        except ValueError:
+            message = body
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+async def load_configuration(kubeconfig: str | None) -> client.Configuration:
+    """The kubeconfig given (or $KUBECONFIG, ~/.kube/config), else the in-cluster config."""
+    configuration = client.Configuration()
+    if kubeconfig is None:
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            pass
+        else:
+            return configuration
+    await config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=kubeconfig, client_configuration=configuration
+    )
+    return configuration
+
+
+async def _json(response: Any, expected: tuple[int, ...] = (200, 201, 202)) -> Any:
+    body = await response.read()
+    if response.status not in expected:
+        raise ApiError(response.status, body.decode(errors="replace"))
+    return json.loads(body) if body else None
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient, instance: str) -> None:
+        self.api = api
+        self.instance = instance
+        self.batch = client.BatchV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.events = client.EventsV1Api(api)
+
+    async def close(self) -> None:
+        await self.api.close()  # type: ignore[no-untyped-call]
+
+    async def _list(self, call: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        token = None
+        while True:
+            page = await _json(await call(limit=500, _continue=token, **kwargs))
+            items += page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    async def list_tasks(self, namespaces: Sequence[str]) -> list[dict[str, Any]]:
+        """Every ScheduledTask in the namespaces (all when none are given)."""
+        if not namespaces:
+            return await self._list(
+                self.custom.list_cluster_custom_object_without_preload_content,
+                group=GROUP,
+                version=VERSION,
+                plural=PLURAL,
+            )
+        tasks = []
+        for namespace in namespaces:
+            tasks += await self._list(
+                self.custom.list_namespaced_custom_object_without_preload_content,
+                group=GROUP,
+                version=VERSION,
+                namespace=namespace,
+                plural=PLURAL,
+            )
+        return tasks
+
+    async def list_jobs(self, namespaces: Sequence[str]) -> list[dict[str, Any]]:
+        """Every Job of a ScheduledTask in the namespaces (all when none are given)."""
+        if not namespaces:
+            return await self._list(
+                self.batch.list_job_for_all_namespaces_without_preload_content,
+                label_selector=LABEL_TASK,
+            )
+        jobs = []
+        for namespace in namespaces:
+            jobs += await self._list(
+                self.batch.list_namespaced_job_without_preload_content,
+                namespace=namespace,
+                label_selector=LABEL_TASK,
+            )
+        return jobs
+
+    async def create_job(self, job: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create a Job; None when it exists already (the run happened: exactly once)."""
+        response = await self.batch.create_namespaced_job_without_preload_content(
+            namespace=job["metadata"]["namespace"], body=cast(Any, job), field_manager=FIELD_MANAGER
+        )
+        if response.status == 409:
+            await response.read()
+            return None
+        result: dict[str, Any] = await _json(response)
+        return result
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and, in the background, its pods; gone already is fine."""
+        response = await self.batch.delete_namespaced_job_without_preload_content(
+            name=name, namespace=namespace, propagation_policy="Background"
+        )
+        await _json(response, expected=(200, 202, 404))
+
+    async def patch_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch the status subresource; the spec is never written."""
+        response = await self.custom.patch_namespaced_custom_object_status_without_preload_content(
+            group=GROUP,
+            version=VERSION,
+            namespace=namespace,
+            plural=PLURAL,
+            name=name,
+            body={"status": status},
+            field_manager=FIELD_MANAGER,
+            _content_type="application/merge-patch+json",
+        )
+        result: dict[str, Any] = await _json(response)
+        return result
+
+    async def post_event(
+        self, task: TaskRef, type_: str, reason: str, message: str, action: str
+    ) -> None:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        event = {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{task.name[:200]}.{secrets.token_hex(8)}",
+                "namespace": task.namespace,
+            },
+            "eventTime": now,
+            "type": type_,
+            "reason": reason,
+            "note": message[:1024],
+            "action": action,
+            "reportingController": REPORTING_CONTROLLER,
+            "reportingInstance": self.instance[:128],
+            "regarding": {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "namespace": task.namespace,
+                "name": task.name,
+                "uid": task.uid,
+            },
+        }
+        response = await self.events.create_namespaced_event_without_preload_content(
+            namespace=task.namespace, body=cast(Any, event)
+        )
+        await _json(response)

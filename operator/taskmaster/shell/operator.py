@@ -1,0 +1,273 @@
+"""`taskmaster-operator`: wires the watches (kopf), the scheduler, leader election,
+metrics and health endpoints together."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from aiohttp import web
+from kubernetes.aio import client
+from prometheus_client import exposition
+
+from taskmaster.core.names import GROUP, LABEL_TASK, PLURAL, VERSION
+from taskmaster.shell.kube import Kube, load_configuration
+from taskmaster.shell.leader import LeaderElector, LeaseConfig
+from taskmaster.shell.metrics import Metrics
+from taskmaster.shell.scheduler import Scheduler
+
+logger = logging.getLogger("taskmaster")
+
+# The scheduler loop reports in at least every few seconds; this long without
+# a report means it is stuck and the liveness probe should fail.
+_LOOP_STALL_SECONDS = 30.0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="taskmaster-operator", description="Run ScheduledTasks as Kubernetes Jobs."
+    )
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, in-cluster)")
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="namespace to watch (repeatable; none means cluster-wide)",
+    )
+    parser.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="elect one active replica through a Lease (default: on)",
+    )
+    parser.add_argument("--lease-name", default="taskmaster-operator")
+    parser.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE") or "default")
+    parser.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS")
+    parser.add_argument("--renew-deadline", type=float, default=10.0, metavar="SECONDS")
+    parser.add_argument("--retry-period", type=float, default=2.0, metavar="SECONDS")
+    parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics")
+    parser.add_argument("--health-port", type=int, default=8081, help="/healthz and /readyz")
+    parser.add_argument("--bind-address", default="0.0.0.0", help="address the ports listen on")  # noqa: S104
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument("--worker-image", help="image that runs task.http")
+    options = parser.parse_args(argv)
+    if not 0 < options.retry_period < options.renew_deadline < options.lease_duration:
+        parser.error("need 0 < --retry-period < --renew-deadline < --lease-duration")
+    return options
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(log_format: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    # kopf logs every event at INFO; ours say what matters.
+    logging.getLogger("kopf").setLevel(logging.WARNING)
+
+
+def identity() -> str:
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}-{secrets.token_hex(4)}"
+
+
+def settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    # Leader election is ours (a Lease); kopf's peering and its own Events are off.
+    settings.peering.standalone = True
+    settings.posting.enabled = False
+    # Only TaskMaster's Jobs are of interest: filter on the server.
+    settings.watching.label_selectors["batch", "jobs"] = LABEL_TASK
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.chunk_size = 500
+    settings.networking.request_timeout = 60
+    return settings
+
+
+def register(registry: kopf.OperatorRegistry, scheduler: Scheduler) -> None:
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def task_event(event: Any, **_: Any) -> None:
+        scheduler.task_event(event.get("type"), event["object"])
+
+    @kopf.on.event("batch", "v1", "jobs", registry=registry)
+    async def job_event(event: Any, **_: Any) -> None:
+        scheduler.job_event(event.get("type"), event["object"])
+
+
+async def serve_http(host: str, port: int, routes: dict[str, Any]) -> web.AppRunner:
+    app = web.Application()
+    for path, handler in routes.items():
+        app.router.add_get(path, handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+class Operator:
+    """One operator process: watches, scheduler, election, HTTP endpoints."""
+
+    def __init__(self, options: argparse.Namespace, api: client.ApiClient) -> None:
+        self.options = options
+        self.identity = identity()
+        self.namespaces: list[str] = options.namespace
+        self.kube = Kube(api, self.identity)
+        self.metrics = Metrics()
+        self.scheduler = Scheduler(self.kube, self.metrics, worker_image=options.worker_image)
+        self.ready = asyncio.Event()
+        self.stop = asyncio.Event()
+        self.elector: LeaderElector | None = None
+        if options.leader_elect:
+            self.elector = LeaderElector(
+                api,
+                LeaseConfig(
+                    name=options.lease_name,
+                    namespace=options.lease_namespace,
+                    identity=self.identity,
+                    lease_duration=options.lease_duration,
+                    renew_deadline=options.renew_deadline,
+                    retry_period=options.retry_period,
+                ),
+            )
+            elector = self.elector
+            self.scheduler.may_act = lambda: elector.leading
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        stalled = time.monotonic() - self.scheduler.last_loop > _LOOP_STALL_SECONDS
+        return web.Response(status=500 if stalled else 200, text="stalled" if stalled else "ok")
+
+    async def readyz(self, _: web.Request) -> web.Response:
+        ready = self.ready.is_set()
+        return web.Response(status=200 if ready else 503, text="ok" if ready else "starting")
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        encoder, content_type = exposition.choose_encoder(request.headers.get("Accept", ""))
+        body = encoder(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    def start_acting(self) -> None:
+        self.scheduler.since = datetime.now(UTC)
+        self.metrics.leader.set(1)
+        self.scheduler.acting.set()
+        for key in self.scheduler.tasks:
+            self.scheduler.poke(key)
+
+    def stop_acting(self) -> None:
+        self.scheduler.acting.clear()
+        self.metrics.leader.set(0)
+
+    async def act(self, kopf_ready: asyncio.Event) -> None:
+        """Act once the caches hold every task and Job that exists, as leader if elected."""
+        await kopf_ready.wait()
+        await self.scheduler.wait_warm(self.namespaces)
+        self.ready.set()
+        logger.info("caches warm: %d tasks", len(self.scheduler.tasks))
+        if self.elector is None:
+            self.start_acting()
+            await self.stop.wait()
+        else:
+            await self.elector.run(self.start_acting, self.stop_acting)
+
+    async def run(self) -> None:
+        options = self.options
+        registry = kopf.OperatorRegistry()
+        register(registry, self.scheduler)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        runners = [
+            await serve_http(
+                options.bind_address,
+                options.health_port,
+                {"/healthz": self.healthz, "/readyz": self.readyz},
+            ),
+            await serve_http(
+                options.bind_address, options.metrics_port, {"/metrics": self.metrics_page}
+            ),
+        ]
+        kopf_ready = asyncio.Event()
+        scope = ", ".join(self.namespaces) or "cluster-wide"
+        logger.info("taskmaster-operator %s starting (%s)", self.identity, scope)
+        background = [
+            asyncio.create_task(
+                kopf.operator(
+                    registry=registry,
+                    settings=settings(),
+                    clusterwide=not self.namespaces,
+                    namespaces=self.namespaces,
+                    standalone=True,
+                    stop_flag=self.stop,
+                    ready_flag=kopf_ready,
+                ),
+                name="kopf",
+            ),
+            asyncio.create_task(self.scheduler.run(), name="scheduler"),
+            asyncio.create_task(self.act(kopf_ready), name="act"),
+        ]
+        stopper = asyncio.create_task(self.stop.wait())
+        try:
+            done, _ = await asyncio.wait(
+                [stopper, *background], return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done - {stopper}:
+                task.result()  # a component that ended on its own ends the process
+        finally:
+            await self.shutdown([stopper, *background], runners)
+
+    async def shutdown(self, tasks: list[asyncio.Task[Any]], runners: list[web.AppRunner]) -> None:
+        # Stop acting first, then hand the Lease over so a standby takes over at once.
+        self.stop.set()
+        self.stop_acting()
+        if self.elector is not None:
+            await self.elector.release()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for runner in runners:
+            await runner.cleanup()
+        await self.kube.close()
+        logger.info("taskmaster-operator %s stopped", self.identity)
+
+
+async def run(options: argparse.Namespace) -> None:
+    if options.kubeconfig:
+        # kopf logs in through $KUBECONFIG.
+        os.environ["KUBECONFIG"] = options.kubeconfig
+    configuration = await load_configuration(options.kubeconfig)
+    await Operator(options, client.ApiClient(configuration)).run()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    options = parse_args(argv)
+    configure_logging(options.log_format)
+    asyncio.run(run(options))
