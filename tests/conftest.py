@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,8 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from tests.support.operator import OperatorProcess
+from tests.support.tasks import Tasks
 from tests.support.wait import until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,3 +153,40 @@ def namespace(core_v1: client.CoreV1Api, request: pytest.FixtureRequest) -> Iter
     )
     yield name
     core_v1.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture
+def operators(
+    kubeconfig: Path,
+    namespace: str,
+    crds: list[str],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Make operator processes watching the test's namespace (with its own Lease there)."""
+    started: list[OperatorProcess] = []
+
+    def make(*args: str) -> OperatorProcess:
+        process = OperatorProcess(
+            kubeconfig,
+            tmp_path / f"operator-{len(started)}.log",
+            ["--namespace", namespace, "--lease-namespace", namespace, *args],
+        )
+        started.append(process)
+        return process
+
+    yield make
+    for process in started:
+        process.stop()
+        request.node.add_report_section("call", f"log of {process.log_path.name}", process.logs())
+
+
+@pytest.fixture
+def operator(operators: Callable[..., OperatorProcess]) -> OperatorProcess:
+    """One running operator for the test's namespace."""
+    return operators().start()
+
+
+@pytest.fixture
+def tasks(api: client.ApiClient, namespace: str) -> Tasks:
+    return Tasks(api, namespace)

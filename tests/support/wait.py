@@ -38,10 +38,10 @@ def watch_until(
     """
     deadline = time.monotonic() + timeout
     listing = list_call(**list_kwargs)
-    for item in listing.items:
+    for item in _field(listing, "items"):
         if predicate(item):
             return item
-    resource_version = listing.metadata.resource_version
+    resource_version = _field(_field(listing, "metadata"), "resource_version")
     while (remaining := deadline - time.monotonic()) > 0:
         stream = watch.Watch()
         for event in stream.stream(
@@ -52,8 +52,16 @@ def watch_until(
             **list_kwargs,
         ):
             item = event["object"]
-            resource_version = item.metadata.resource_version
+            resource_version = _field(_field(item, "metadata"), "resource_version")
             if event["type"] != "DELETED" and predicate(item):
                 stream.stop()
                 return item
     raise TimeoutError(f"timed out after {timeout}s waiting for {message}")
+
+
+def _field(obj: Any, name: str) -> Any:
+    """A field of a client model, or of the plain dict the custom-object API returns."""
+    if isinstance(obj, dict):
+        first, *rest = name.split("_")
+        return obj.get(first + "".join(part.title() for part in rest))
+    return getattr(obj, name)

@@ -184,6 +184,17 @@ def test_suspend_starts_nothing_and_lets_times_pass() -> None:
     assert plan.wake_at is None
 
 
+def test_resuming_does_not_catch_up_the_suspended_times() -> None:
+    resumed = replace(state({"every": "10s"}, cursor=at(10)), was_suspended=True)
+
+    plan = decide(resumed, at(45))
+
+    assert plan.create == []
+    assert plan.records == []
+    assert plan.last_schedule_time == at(40)
+    assert plan.next_run_time == at(50)
+
+
 def test_run_now_runs_once_per_token_even_when_suspended() -> None:
     spec = {"every": "1h", "suspend": True}
 

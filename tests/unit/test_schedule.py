@@ -329,3 +329,14 @@ def test_jitter_is_deterministic_and_bounded() -> None:
     assert max(delays) <= timedelta(seconds=30)
     assert len(delays) > 20
     assert jitter("ns/a", scheduled, 0) == timedelta(0)
+
+
+def test_last_until_finds_the_latest_time_without_scanning_from_the_start() -> None:
+    seconds = Timeline(parse_cron("* * * * * *", ZoneInfo("UTC"), "k"), created=utc(2000, 1, 1))
+    yearly = Timeline(parse_cron("@yearly", ZoneInfo("UTC"), "k"), created=utc(2000, 1, 1))
+    once = Timeline(RunAt(utc(2026, 5, 1)), created=utc(2026, 1, 1))
+
+    assert seconds.last_until(utc(2026, 5, 1, 12, 0, 0, 500)) == utc(2026, 5, 1, 12)
+    assert yearly.last_until(utc(2026, 5, 1)) == utc(2026, 1, 1)
+    assert once.last_until(utc(2026, 4, 1)) is None
+    assert once.last_until(utc(2026, 6, 1)) == utc(2026, 5, 1)

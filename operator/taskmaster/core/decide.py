@@ -21,7 +21,7 @@ created again, whatever the cursor says.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from taskmaster.core.names import Run, TaskRef, Trigger
@@ -44,6 +44,8 @@ class TaskState:
     since: datetime
     run_now_token: str | None = None
     handled_run_now_token: str | None = None
+    # The last status said Suspended: times passed meanwhile are not runs.
+    was_suspended: bool = False
 
 
 @dataclass
@@ -144,34 +146,22 @@ def decide(state: TaskState, now: datetime) -> Plan:
         plan.create.append(Run(now.replace(microsecond=0), trigger=Trigger.MANUAL, token=token))
         plan.run_now_token = token
 
-    if spec.suspend:
-        passed = spec.timeline.between(state.last_schedule_time, now)
-        if passed:
-            plan.last_schedule_time = passed[-1]
-        return plan
+    if spec.suspend or state.was_suspended:
+        passed = spec.timeline.last_until(now)
+        if passed is not None and (plan.last_schedule_time or passed) <= passed:
+            plan.last_schedule_time = passed
+        if spec.suspend:
+            return plan
 
-    late, startable = _due_times(state, now)
+    late, startable = _due_times(replace(state, last_schedule_time=plan.last_schedule_time), now)
     if late is not None:
         why = f"more than startingDeadlineSeconds ({spec.starting_deadline_seconds}s) late"
         plan.records.append(late.entry(why, "MissedStartingDeadline"))
         plan.last_schedule_time = late.last
 
-    to_run: list[tuple[datetime, Trigger]] = []
     downtime = [t for t in startable if due_at(state.task.key, state.spec, t) < state.since]
     regular = [t for t in startable if due_at(state.task.key, state.spec, t) >= state.since]
-    if downtime:
-        plan.last_schedule_time = downtime[-1]
-        policy = spec.missed_run_policy
-        if policy is MissedRunPolicy.RUN_ALL:
-            to_run += [(t, Trigger.CATCH_UP) for t in downtime]
-        elif policy is MissedRunPolicy.RUN_LATEST:
-            if len(downtime) > 1:
-                why = "missedRunPolicy RunLatest runs only the latest"
-                plan.records.append(_Missed.of(downtime[:-1]).entry(why, "MissedRunPolicy"))
-            to_run.append((downtime[-1], Trigger.CATCH_UP))
-        else:
-            why = "missedRunPolicy Skip runs none of the times missed"
-            plan.records.append(_Missed.of(downtime).entry(why, "MissedRunPolicy"))
+    to_run = _catch_up(plan, spec, downtime)
     to_run += [(t, Trigger.SCHEDULE) for t in regular]
 
     started = _started_runs(state)
@@ -185,6 +175,26 @@ def decide(state: TaskState, now: datetime) -> Plan:
     if plan.next_run_time is not None:
         plan.wake_at = due_at(state.task.key, state.spec, plan.next_run_time)
     return plan
+
+
+def _catch_up(
+    plan: Plan, spec: TaskSpec, downtime: list[datetime]
+) -> list[tuple[datetime, Trigger]]:
+    """The runs missedRunPolicy starts for times that fell due while no operator acted."""
+    if not downtime:
+        return []
+    plan.last_schedule_time = downtime[-1]
+    policy = spec.missed_run_policy
+    if policy is MissedRunPolicy.RUN_ALL:
+        return [(t, Trigger.CATCH_UP) for t in downtime]
+    if policy is MissedRunPolicy.RUN_LATEST:
+        if len(downtime) > 1:
+            why = "missedRunPolicy RunLatest runs only the latest"
+            plan.records.append(_Missed.of(downtime[:-1]).entry(why, "MissedRunPolicy"))
+        return [(downtime[-1], Trigger.CATCH_UP)]
+    why = "missedRunPolicy Skip runs none of the times missed"
+    plan.records.append(_Missed.of(downtime).entry(why, "MissedRunPolicy"))
+    return []
 
 
 def _start(plan: Plan, spec: TaskSpec, active: list[JobView], run: Run) -> None:

@@ -242,6 +242,20 @@ class Timeline:
     def next(self, after: datetime | None = None) -> datetime | None:
         return next(self.times(after), None)
 
+    def last_until(self, instant: datetime) -> datetime | None:
+        """The latest scheduled time at or before `instant`, found without a full scan."""
+        window = timedelta(minutes=1)
+        while True:
+            start = self.floor if instant - self.floor <= window else instant - window
+            found = None
+            for time in self.times(start):
+                if time > instant:
+                    break
+                found = time
+            if found is not None or start == self.floor:
+                return found
+            window *= 2
+
     def between(self, after: datetime | None, until: datetime) -> list[datetime]:
         """Scheduled times in (after, until], oldest first."""
         due = []

@@ -186,9 +186,17 @@ class Operator:
         self.scheduler.acting.clear()
         self.metrics.leader.set(0)
 
+    def handle_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+
     async def act(self, kopf_ready: asyncio.Event) -> None:
         """Act once the caches hold every task and Job that exists, as leader if elected."""
         await kopf_ready.wait()
+        # kopf installs its own handlers when it starts; a signal must reach ours
+        # first, so that the Lease is released before kopf winds down its watches.
+        self.handle_signals()
         await self.scheduler.wait_warm(self.namespaces)
         self.ready.set()
         logger.info("caches warm: %d tasks", len(self.scheduler.tasks))
@@ -202,9 +210,7 @@ class Operator:
         options = self.options
         registry = kopf.OperatorRegistry()
         register(registry, self.scheduler)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop.set)
+        self.handle_signals()
         runners = [
             await serve_http(
                 options.bind_address,

@@ -294,6 +294,10 @@ class Scheduler:
                     ANNOTATION_RUN_NOW
                 ),
                 handled_run_now_token=status.get("runNowToken"),
+                was_suspended=any(
+                    c.get("type") == "Suspended" and c.get("status") == "True"
+                    for c in status.get("conditions") or ()
+                ),
             ),
             now,
         )
