@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -137,7 +138,12 @@ def namespace(core_v1: client.CoreV1Api, request: pytest.FixtureRequest) -> Iter
     core_v1.create_namespace(
         client.V1Namespace(
             metadata=client.V1ObjectMeta(
-                name=name, labels={"taskmaster.dev/test": request.node.name[:63].strip("-_.")}
+                name=name,
+                labels={
+                    "taskmaster.dev/test": re.sub(r"[^\w.-]", "-", request.node.name)[:63].strip(
+                        "-_."
+                    )
+                },
             )
         )
     )

@@ -272,3 +272,20 @@ def test_history_limits_delete_old_jobs_and_deleting_the_task_deletes_the_rest(
     )
     tasks.delete("limited")
     until(lambda: not tasks.jobs("limited"), timeout=30, message="jobs of the deleted task gone")
+
+
+def test_a_253_character_name_gets_short_unique_job_names(
+    operator: OperatorProcess, tasks: Tasks
+) -> None:
+    name = "x" * 253
+    recorder = tasks.recorder()
+    tasks.create(name, {"every": "1s", "task": CONTAINER})
+
+    (job, *_) = recorder.wait_for(1)
+    recorder.close()
+
+    assert len(job.name) <= 63
+    assert job.name.startswith("x" * 30)
+    assert len(job.labels["taskmaster.dev/task"]) <= 63
+    task = tasks.wait(name, lambda t: t.get("status", {}).get("succeededRuns", 0) >= 1)
+    assert job.name in [entry["jobName"] for entry in task["status"]["history"]]

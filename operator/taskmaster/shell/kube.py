@@ -40,6 +40,9 @@ class ApiError(Exception):
 async def load_configuration(kubeconfig: str | None) -> client.Configuration:
     """The kubeconfig given (or $KUBECONFIG, ~/.kube/config), else the in-cluster config."""
     configuration = client.Configuration()
+    # Without this every request reads ~/.netrc in a thread (aiohttp's trust_env):
+    # it was the operator's largest single cost under load.
+    configuration.client_session_kwargs = {"trust_env": False}
     if kubeconfig is None:
         try:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
