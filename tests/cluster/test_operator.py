@@ -57,6 +57,10 @@ def test_every_task_runs_on_time_with_the_contract_names(
     assert status["observedGeneration"] == 1
     ready = condition(task, "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Scheduled")
+    # Nothing of the operator's in the object but its status: GitOps sees no drift.
+    assert task["metadata"]["generation"] == 1
+    assert "finalizers" not in task["metadata"]
+    assert set(task["metadata"].get("annotations") or {}) == set()
     assert (
         "JobCreated",
         f"created Job {seen[0].name} for the schedule run at {iso(scheduled_at)}",
@@ -65,6 +69,23 @@ def test_every_task_runs_on_time_with_the_contract_names(
         f'taskmaster_runs_started_total{{namespace="{namespace}",task="tick",trigger="schedule"}}'
     )
     assert series in operator.metrics()
+
+
+def test_cron_with_seconds_in_a_zone_fires_on_its_instants(
+    operator: OperatorProcess, tasks: Tasks
+) -> None:
+    recorder = tasks.recorder()
+    tasks.create(
+        "seconds", {"schedule": "*/3 * * * * *", "timeZone": "America/New_York", "task": CONTAINER}
+    )
+
+    seen = recorder.wait_for(2, "seconds")
+    recorder.close()
+
+    for job in seen[:2]:
+        assert job.scheduled % 3 == 0
+        assert 0 <= job.seen_at - job.scheduled < 1.0
+    assert seen[1].scheduled - seen[0].scheduled == 3
 
 
 def test_run_at_runs_exactly_once_then_completes(operator: OperatorProcess, tasks: Tasks) -> None:

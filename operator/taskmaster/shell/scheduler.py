@@ -262,6 +262,7 @@ class Scheduler:
         if task is None:
             return
         task.failures += 1
+        self.metrics.reconcile_errors.labels("reconcile").inc()
         first, cap = _ERROR_BACKOFF
         delay = min(first * 2 ** (task.failures - 1), cap)
         logger.warning("reconciling %s failed (%s); retrying in %.0fs", key, error, delay)
