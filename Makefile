@@ -9,7 +9,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TOOLS := .tools/bin
-KUBECONFIG_LOCAL := $(CURDIR)/.cluster/kubeconfig
 PYTEST_ARGS ?=
 
 .PHONY: help venv tools cluster-up cluster-down lint fmt test test-unit demo bench bench-quick lock clean
@@ -51,8 +50,8 @@ test: lint tools ## lint, then every test (starts the local cluster when it is n
 test-unit: venv ## the tests that need no cluster
 	$(BIN)/pytest -m "not cluster" $(PYTEST_ARGS)
 
-demo: cluster-up venv ## bring the local cluster up and show it working
-	KUBECONFIG=$(KUBECONFIG_LOCAL) PATH=$(CURDIR)/$(TOOLS):$$PATH hack/demo.sh
+demo: tools venv ## the operator on the local cluster, running the examples, with a live view
+	hack/demo.sh
 
 bench bench-quick: ## benchmarks (not written yet)
 	@echo "no benchmark yet: see the benchmark issue" >&2
