@@ -1,4 +1,4 @@
-"""A thousand tasks at once: every one is kept on time (a generous bound; the real
+"""A thousand tasks: every one is kept on time (a generous bound; the real
 performance figures come from the benchmark, not from tests)."""
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ COUNT = 1000
 
 def test_a_thousand_tasks_all_fire_on_time(operator: OperatorProcess, tasks: Tasks) -> None:
     recorder = tasks.recorder()
-    spec = {"every": "15s", "successfulJobsHistoryLimit": 1, "task": CONTAINER}
+    # Every minute at a second hashed from each task's name: about 17 runs a
+    # second in all (the benchmark's steady rate), spread as `H` spreads load.
+    spec = {"schedule": "H * * * * *", "successfulJobsHistoryLimit": 1, "task": CONTAINER}
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: tasks.create(f"many-{i:04}", spec), range(COUNT)))
 
-    # Each task's first run is 15 s after its creation: wait for all of them.
     until(
         lambda: len({job.labels["taskmaster.dev/task"] for job in recorder.jobs()}) == COUNT,
-        timeout=90,
+        timeout=120,
         message=f"a job for each of the {COUNT} tasks",
     )
     recorder.close()
@@ -37,7 +38,6 @@ def test_a_thousand_tasks_all_fire_on_time(operator: OperatorProcess, tasks: Tas
         - int(job.metadata.labels["taskmaster.dev/scheduled-time"])
         for job in jobs
     )
-    # All 1,000 fall due within the few seconds it took to create them: a burst
-    # far above the steady rate, on two cores shared with the control plane.
     assert lags[0] >= 0
-    assert lags[int(len(lags) * 0.99)] <= 4, f"lags (s): {Counter(lags)}"
+    assert lags[int(len(lags) * 0.99)] <= 1, f"lags (s): {Counter(lags)}"
+    assert lags[-1] <= 2, f"lags (s): {Counter(lags)}"
