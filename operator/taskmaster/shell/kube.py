@@ -84,41 +84,36 @@ class Kube:
             if not token:
                 return items
 
+    async def _list_in(
+        self, namespaces: Sequence[str], everywhere: Any, in_namespace: Any, **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        """List cluster-wide when no namespace is given, else in each of them."""
+        if not namespaces:
+            return await self._list(everywhere, **kwargs)
+        items = []
+        for namespace in namespaces:
+            items += await self._list(in_namespace, namespace=namespace, **kwargs)
+        return items
+
     async def list_tasks(self, namespaces: Sequence[str]) -> list[dict[str, Any]]:
         """Every ScheduledTask in the namespaces (all when none are given)."""
-        if not namespaces:
-            return await self._list(
-                self.custom.list_cluster_custom_object_without_preload_content,
-                group=GROUP,
-                version=VERSION,
-                plural=PLURAL,
-            )
-        tasks = []
-        for namespace in namespaces:
-            tasks += await self._list(
-                self.custom.list_namespaced_custom_object_without_preload_content,
-                group=GROUP,
-                version=VERSION,
-                namespace=namespace,
-                plural=PLURAL,
-            )
-        return tasks
+        return await self._list_in(
+            namespaces,
+            self.custom.list_cluster_custom_object_without_preload_content,
+            self.custom.list_namespaced_custom_object_without_preload_content,
+            group=GROUP,
+            version=VERSION,
+            plural=PLURAL,
+        )
 
     async def list_jobs(self, namespaces: Sequence[str]) -> list[dict[str, Any]]:
         """Every Job of a ScheduledTask in the namespaces (all when none are given)."""
-        if not namespaces:
-            return await self._list(
-                self.batch.list_job_for_all_namespaces_without_preload_content,
-                label_selector=LABEL_TASK,
-            )
-        jobs = []
-        for namespace in namespaces:
-            jobs += await self._list(
-                self.batch.list_namespaced_job_without_preload_content,
-                namespace=namespace,
-                label_selector=LABEL_TASK,
-            )
-        return jobs
+        return await self._list_in(
+            namespaces,
+            self.batch.list_job_for_all_namespaces_without_preload_content,
+            self.batch.list_namespaced_job_without_preload_content,
+            label_selector=LABEL_TASK,
+        )
 
     async def create_job(self, job: Mapping[str, Any]) -> dict[str, Any] | None:
         """Create a Job; None when it exists already (the run happened: exactly once)."""
