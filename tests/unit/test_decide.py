@@ -10,7 +10,7 @@ from typing import Any
 from taskmaster.core.decide import Plan, TaskState, decide
 from taskmaster.core.names import Run, TaskRef, Trigger
 from taskmaster.core.spec import parse_spec
-from taskmaster.core.status import JobView, Result
+from taskmaster.core.status import HistoryEntry, JobView, Result
 
 CREATED = datetime(2026, 5, 1, 12, tzinfo=UTC)
 TASK = TaskRef("ns", "task", "uid")
@@ -260,3 +260,66 @@ def test_long_downtime_of_a_seconds_schedule_is_counted_quickly() -> None:
     assert late.runs >= 10_000
     assert "at least" in late.message
     assert scheduled_runs(plan)[-1] == (at(86400), Trigger.CATCH_UP)
+
+
+def failed(scheduled: datetime, attempt: int, ended: datetime, token: str | None = None) -> JobView:
+    trigger = Trigger.SCHEDULE if attempt == 1 else Trigger.RETRY
+    return JobView(
+        name=f"task-{attempt}",
+        run=Run(scheduled, attempt, trigger, token),
+        completion_time=ended,
+        result=Result.FAILED,
+    )
+
+
+RETRYING = {"every": "1h", "retry": {"limit": 2, "backoff": {"initialSeconds": 5, "factor": 3}}}
+
+
+def test_a_failed_run_is_retried_after_the_backoff() -> None:
+    jobs = (failed(at(3600), 1, ended=at(3610)),)
+
+    early = decide(state(RETRYING, cursor=at(3600), jobs=jobs), at(3614))
+    due = decide(state(RETRYING, cursor=at(3600), jobs=jobs), at(3615))
+
+    assert early.create == []
+    assert early.wake_at == early.next_run_time == at(3615)
+    assert due.create == [Run(at(3600), 2, Trigger.RETRY)]
+
+
+def test_backoff_grows_by_its_factor_and_stops_at_the_limit() -> None:
+    second = (failed(at(3600), 1, at(3610)), failed(at(3600), 2, at(3620)))
+    third = (*second, failed(at(3600), 3, at(3700)))
+
+    assert decide(state(RETRYING, cursor=at(3600), jobs=second), at(3634)).create == []
+    assert decide(state(RETRYING, cursor=at(3600), jobs=second), at(3635)).create == [
+        Run(at(3600), 3, Trigger.RETRY)
+    ]
+    exhausted = decide(state(RETRYING, cursor=at(3600), jobs=third), at(3800))
+    assert exhausted.create == []
+    assert exhausted.next_run_time == at(7200)
+
+
+def test_retries_survive_the_deletion_of_the_failed_job() -> None:
+    history = [
+        HistoryEntry(at(3600), Result.FAILED, job_name="task-1777640400", completion_time=at(3610))
+    ]
+
+    plan = decide(replace(state(RETRYING, cursor=at(3600)), history=history), at(3615))
+
+    assert plan.create == [Run(at(3600), 2, Trigger.RETRY)]
+
+
+def test_manual_runs_are_retried_under_their_token() -> None:
+    jobs = (failed(at(5), 1, at(10), token="t1"),)
+
+    plan = decide(state(RETRYING, jobs=jobs, handled="t1", token="t1"), at(15))
+
+    assert plan.create == [Run(at(5), 2, Trigger.RETRY, "t1")]
+
+
+def test_no_retry_without_a_limit_or_while_suspended() -> None:
+    jobs = (failed(at(3600), 1, at(3610)),)
+
+    assert decide(state({"every": "1h"}, cursor=at(3600), jobs=jobs), at(4000)).create == []
+    suspended = {**RETRYING, "suspend": True}
+    assert decide(state(suspended, cursor=at(3600), jobs=jobs), at(4000)).create == []

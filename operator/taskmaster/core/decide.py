@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from taskmaster.core.names import Run, TaskRef, Trigger
+from taskmaster.core.names import Run, TaskRef, Trigger, job_name
 from taskmaster.core.render import rfc3339
 from taskmaster.core.schedule import jitter
 from taskmaster.core.spec import ConcurrencyPolicy, MissedRunPolicy, TaskSpec
@@ -46,6 +46,8 @@ class TaskState:
     handled_run_now_token: str | None = None
     # The last status said Suspended: times passed meanwhile are not runs.
     was_suspended: bool = False
+    # status.history: failed attempts whose Jobs are gone still count for retries.
+    history: Sequence[HistoryEntry] = ()
 
 
 @dataclass
@@ -153,6 +155,9 @@ def decide(state: TaskState, now: datetime) -> Plan:
         if spec.suspend:
             return plan
 
+    retries, retry_at = _retries(state, now)
+    plan.create += retries
+
     late, startable = _due_times(replace(state, last_schedule_time=plan.last_schedule_time), now)
     if late is not None:
         why = f"more than startingDeadlineSeconds ({spec.starting_deadline_seconds}s) late"
@@ -174,7 +179,46 @@ def decide(state: TaskState, now: datetime) -> Plan:
     plan.next_run_time = spec.timeline.next(plan.last_schedule_time)
     if plan.next_run_time is not None:
         plan.wake_at = due_at(state.task.key, state.spec, plan.next_run_time)
+    if retry_at is not None and (plan.wake_at is None or retry_at < plan.wake_at):
+        plan.next_run_time = plan.wake_at = retry_at
     return plan
+
+
+def _retries(state: TaskState, now: datetime) -> tuple[list[Run], datetime | None]:
+    """Retry attempts due now, and when the next one falls due.
+
+    The latest attempt of each run decides: if it failed or timed out and the
+    limit allows another, the next attempt starts `backoff.delay(attempt)`
+    after it ended. A run whose Job the API refused is not retried.
+    """
+    retry = state.spec.retry
+    if retry.limit == 0:
+        return [], None
+    latest: dict[tuple[datetime, str | None], tuple[int, Result | None, datetime, Trigger]] = {}
+    attempts = [
+        (e.scheduled_time, None, e.attempt, e.result, e.completion_time, e.trigger)
+        for e in state.history
+        # Scheduled runs only: a manual run's retry is named by its token, kept on its Job.
+        if e.job_name == job_name(state.task.name, Run(e.scheduled_time, e.attempt))
+    ] + [
+        (j.run.scheduled, j.run.token, j.run.attempt, j.result, j.completion_time, j.run.trigger)
+        for j in state.jobs
+    ]
+    for scheduled, token, attempt, result, ended, trigger in attempts:
+        key = (scheduled, token)
+        if key not in latest or attempt >= latest[key][0]:
+            latest[key] = (attempt, result, ended or scheduled, trigger)
+    due: list[Run] = []
+    later: datetime | None = None
+    for (scheduled, token), (attempt, result, ended, _) in latest.items():
+        if result not in (Result.FAILED, Result.TIMED_OUT) or attempt > retry.limit:
+            continue
+        at = ended + retry.backoff.delay(attempt + 1)
+        if at <= now:
+            due.append(Run(scheduled, attempt + 1, Trigger.RETRY, token))
+        elif later is None or at < later:
+            later = at
+    return sorted(due, key=lambda r: (r.scheduled, r.attempt)), later
 
 
 def _catch_up(

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from taskmaster.core.names import (
+    ANNOTATION_RUN_NOW,
     LABEL_ATTEMPT,
     LABEL_SCHEDULED_TIME,
     LABEL_TRIGGER,
@@ -112,9 +113,10 @@ class JobView:
             reason = condition.get("reason") or ""
             message = condition.get("message") or ""
             finished_at = parse_time(condition.get("lastTransitionTime"))
+        token = (metadata.get("annotations") or {}).get(ANNOTATION_RUN_NOW)
         return cls(
             name=metadata.get("name", ""),
-            run=Run(scheduled, attempt, trigger),
+            run=Run(scheduled, attempt, trigger, token),
             start_time=parse_time(status.get("startTime")),
             completion_time=parse_time(status.get("completionTime")) or finished_at,
             result=result,

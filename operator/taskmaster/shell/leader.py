@@ -151,7 +151,9 @@ class LeaderElector:
             finally:
                 self.valid_until = 0.0
                 await _call(on_stopped)
-            logger.warning("lease %s: %s lost the lease", config.name, config.identity)
+            logger.warning(
+                "lease %s: %s lost the lease and is now a follower", config.name, config.identity
+            )
 
     async def release(self) -> None:
         """Give the Lease up at once if this replica holds it (on shutdown)."""

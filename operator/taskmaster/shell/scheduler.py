@@ -247,15 +247,18 @@ class Scheduler:
         except ApiError as error:
             self._retry_later(key, error)
         except Fenced as fenced:
+            # Redone once leadership is certain again: when it is regained every
+            # task is poked; when it was only late to renew, the next loop turn.
             logger.warning("%s: %s", key, fenced)
+            self._running.discard(key)
             self._dirty.add(key)
+            return
         except Exception:
             logger.exception("reconciling %s failed", key)
             self._retry_later(key, None)
-        finally:
-            self._running.discard(key)
-            if key in self._dirty:
-                self._changed.set()
+        self._running.discard(key)
+        if key in self._dirty:
+            self._changed.set()
 
     def _retry_later(self, key: str, error: ApiError | None) -> None:
         task = self.tasks.get(key)
@@ -295,6 +298,11 @@ class Scheduler:
                     ANNOTATION_RUN_NOW
                 ),
                 handled_run_now_token=status.get("runNowToken"),
+                history=[
+                    entry
+                    for raw in status.get("history") or ()
+                    if (entry := HistoryEntry.from_status(raw)) is not None
+                ],
                 was_suspended=any(
                     c.get("type") == "Suspended" and c.get("status") == "True"
                     for c in status.get("conditions") or ()
@@ -304,6 +312,7 @@ class Scheduler:
         )
         records = list(plan.records)
         for job in plan.delete:
+            self._fence(f"deleting Job {job.name}")
             await self.kube.delete_job(task.ref.namespace, job.name)
             jobs.pop(job.name, None)
         for run in plan.create:
@@ -322,6 +331,7 @@ class Scheduler:
             ),
         )
         for name in expired_jobs(jobs.values(), task.spec, update.get("history") or ()):
+            self._fence(f"deleting Job {name}")
             await self.kube.delete_job(task.ref.namespace, name)
             jobs.pop(name, None)
         task.failures = 0
@@ -333,8 +343,7 @@ class Scheduler:
     ) -> list[HistoryEntry]:
         """Create the run's Job; a spec the API refuses is a failed run, not a retry loop."""
         name = job_name(task.ref.name, run)
-        if not self.may_act():
-            raise Fenced(f"not creating {name}: leadership is not certain")
+        self._fence(f"creating Job {name}")
         try:
             manifest = render_job(task.ref, spec, run, worker_image=self.worker_image)
             created = await self.kube.create_job(manifest)
@@ -375,6 +384,7 @@ class Scheduler:
     async def _write_status(self, task: Task, observed: Observation) -> dict[str, Any]:
         update = reduce_status(task.status, observed)
         if not same_status(task.status, update.status):
+            self._fence("writing the status")
             if observed.invalid is not None:
                 # Once per new message: the status does not change otherwise.
                 await self._event(task, "Warning", "InvalidSpec", str(observed.invalid), "Validate")
@@ -400,6 +410,11 @@ class Scheduler:
                 message += f": {entry.message or entry.reason}"
             await self._event(task, type_, reason, message, "RecordRun")
         return update.status
+
+    def _fence(self, what: str) -> None:
+        """Refuse any write once leadership is no longer certain (lost, or frozen past it)."""
+        if not self.may_act():
+            raise Fenced(f"not {what}: leadership is not certain")
 
     async def _event(self, task: Task, type_: str, reason: str, message: str, action: str) -> None:
         try:
