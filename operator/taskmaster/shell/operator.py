@@ -256,6 +256,8 @@ class Operator:
         self.stop_acting()
         if self.elector is not None:
             await self.elector.release()
+        # kopf winds down on the stop flag (closing its sessions); the rest is cancelled.
+        await asyncio.wait([t for t in tasks if t.get_name() == "kopf"], timeout=5)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -417,6 +417,8 @@ class Scheduler:
             raise Fenced(f"not {what}: leadership is not certain")
 
     async def _event(self, task: Task, type_: str, reason: str, message: str, action: str) -> None:
+        if not self.may_act():
+            return  # only a certain leader writes, Events included
         try:
             await self.kube.post_event(task.ref, type_, reason, message, action)
         except ApiError as error:
