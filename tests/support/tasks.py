@@ -8,7 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import urllib3
 from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
 
 from tests.support.wait import until, watch_until
 
@@ -63,21 +65,40 @@ class JobRecorder:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            stream = watch.Watch()
-            for event in stream.stream(
-                self.batch.list_namespaced_job,
-                self.namespace,
-                resource_version=self._version,
-                timeout_seconds=1,
-            ):
-                job = event["object"]
-                self._version = job.metadata.resource_version
-                if event["type"] == "ADDED" and job.metadata.name not in self.seen:
-                    self.seen[job.metadata.name] = SeenJob(
-                        job.metadata.name, dict(job.metadata.labels or {}), time.time()
-                    )
-                if self._stop.is_set():
-                    stream.stop()
+            try:
+                self._watch()
+            except (ApiException, urllib3.exceptions.HTTPError, OSError):
+                # The API server went away (a fault test) or the version is too
+                # old: list again and watch on from there.
+                time.sleep(0.2)
+                try:
+                    listing = self.batch.list_namespaced_job(self.namespace)
+                except (ApiException, urllib3.exceptions.HTTPError, OSError):
+                    continue
+                for job in listing.items:
+                    self._saw(job)
+                self._version = listing.metadata.resource_version
+
+    def _watch(self) -> None:
+        stream = watch.Watch()
+        for event in stream.stream(
+            self.batch.list_namespaced_job,
+            self.namespace,
+            resource_version=self._version,
+            timeout_seconds=1,
+        ):
+            job = event["object"]
+            self._version = job.metadata.resource_version
+            if event["type"] == "ADDED":
+                self._saw(job)
+            if self._stop.is_set():
+                stream.stop()
+
+    def _saw(self, job: client.V1Job) -> None:
+        if job.metadata.name not in self.seen:
+            self.seen[job.metadata.name] = SeenJob(
+                job.metadata.name, dict(job.metadata.labels or {}), time.time()
+            )
 
     def jobs(self, task: str | None = None) -> list[SeenJob]:
         found = [
