@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from kubernetes import client
+
+from taskmaster.core.render import DISRUPTIONS_ARE_NOT_FAILURES
 from tests.support.operator import OperatorProcess
 from tests.support.tasks import Tasks, condition, job_template, phase
+from tests.support.wait import until
 
 
 def iso(moment: datetime) -> str:
@@ -46,6 +50,7 @@ def test_a_failing_run_is_retried_with_backoff_then_fails(
     assert sorted(history) == [1, 2, 3]
     assert all(entry["result"] == "Failed" for entry in history.values())
     assert history[1]["reason"] == "BackoffLimitExceeded"
+    assert history[1]["message"] == "exit code 3 (Error): disk full"
     # Each retry starts its backoff after the previous attempt ended (the
     # completion time has whole seconds, hence the one-second window).
     for job, delay in zip(attempts[1:], (2, 4), strict=True):
@@ -69,3 +74,49 @@ def test_a_run_over_its_timeout_ends_timed_out(operator: OperatorProcess, tasks:
     (job,) = tasks.jobs("slow")
     assert job.spec.active_deadline_seconds == 2
     assert condition(task, "Degraded")["reason"] == "RunTimedOut"
+
+
+def test_a_disrupted_pod_is_replaced_without_failing_the_run(
+    operator: OperatorProcess, tasks: Tasks, core_v1: client.CoreV1Api
+) -> None:
+    # The pod failure policy task.container and task.http Jobs get, on a Job
+    # whose simulated pod runs long enough to be evicted.
+    template = job_template("1h")
+    template["spec"]["podFailurePolicy"] = DISRUPTIONS_ARE_NOT_FAILURES
+    at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    tasks.create("evicted", {"runAt": iso(at), "jobTemplate": template})
+    tasks.wait("evicted", lambda t: bool(t.get("status", {}).get("active")))
+    (job,) = tasks.jobs("evicted")
+    pod = until(
+        lambda: (
+            core_v1.list_namespaced_pod(
+                tasks.namespace, label_selector=f"job-name={job.metadata.name}"
+            ).items
+        ),
+        timeout=30,
+        message="the run's pod",
+    )[0]
+
+    core_v1.create_namespaced_pod_eviction(
+        pod.metadata.name,
+        tasks.namespace,
+        client.V1Eviction(
+            metadata=client.V1ObjectMeta(name=pod.metadata.name, namespace=tasks.namespace)
+        ),
+    )
+
+    replacement = until(
+        lambda: [
+            p
+            for p in core_v1.list_namespaced_pod(
+                tasks.namespace, label_selector=f"job-name={job.metadata.name}"
+            ).items
+            if p.metadata.name != pod.metadata.name
+        ],
+        timeout=60,
+        message="a replacement pod",
+    )
+    assert replacement
+    task = tasks.get("evicted")
+    assert task["status"]["failedRuns"] == 0
+    assert [a["jobName"] for a in task["status"]["active"]] == [job.metadata.name]

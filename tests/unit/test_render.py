@@ -106,6 +106,9 @@ def test_container_task_job() -> None:
     assert container["resources"] == {"requests": {"cpu": "10m"}}
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert pod["spec"]["restartPolicy"] == "Never"
+    assert job["spec"]["podFailurePolicy"] == {
+        "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+    }
 
 
 def test_job_template_is_used_as_is_with_metadata_merged() -> None:

@@ -13,6 +13,7 @@ from taskmaster.core.status import (
     HistoryEntry,
     JobView,
     Observation,
+    PodOutcome,
     Result,
     expired_jobs,
     reduce_status,
@@ -224,3 +225,46 @@ def test_expired_jobs_respect_both_limits_and_the_history() -> None:
     assert sorted(expired) == ["t-1777636810", "t-1777636840"]
     trimmed = [e for e in status["history"] if e["jobName"] != "t-1777636830"]
     assert "t-1777636830" in expired_jobs(jobs, spec, trimmed)
+
+
+def pod(
+    exit_code: int | None, reason: str = "", message: str = "", disrupted: bool = False
+) -> dict[str, Any]:
+    status: dict[str, Any] = {"containerStatuses": []}
+    if exit_code is not None:
+        terminated = {"exitCode": exit_code, "reason": reason, "message": message}
+        status["containerStatuses"].append({"name": "main", "state": {"terminated": terminated}})
+    if disrupted:
+        status["conditions"] = [
+            {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
+             "message": "Eviction API: evicting"}
+        ]  # fmt: skip
+    return {"status": status}
+
+
+def test_pod_outcomes_explain_the_run() -> None:
+    failed = PodOutcome.from_pod(pod(3, "Error", "disk full\n"))
+    oom = PodOutcome.from_pod(pod(137, "OOMKilled"))
+    evicted = PodOutcome.from_pod(pod(None, disrupted=True))
+
+    assert failed is not None
+    assert failed.describe() == "exit code 3 (Error): disk full"
+    assert oom is not None
+    assert oom.describe() == "exit code 137 (OOMKilled)"
+    assert evicted is not None
+    assert evicted.describe() == "disrupted (EvictionByEvictionAPI: Eviction API: evicting)"
+    assert PodOutcome.from_pod(pod(None)) is None
+
+
+def test_the_pod_s_story_becomes_the_history_message() -> None:
+    failed = view(10, "Failed", "BackoffLimitExceeded", "Job has reached the backoff limit")
+    succeeded = view(10, "Complete", "CompletionsReached", "Reached expected number")
+
+    assert failed.with_pod(PodOutcome.from_pod(pod(3, "Error", "disk full"))).message == (
+        "exit code 3 (Error): disk full"
+    )
+    assert succeeded.with_pod(
+        PodOutcome.from_pod(pod(0, "Completed", '{"status": 200}'))
+    ).message == ('{"status": 200}')
+    assert succeeded.with_pod(PodOutcome.from_pod(pod(0, "Completed"))).message == ""
+    assert view(10).with_pod(PodOutcome.from_pod(pod(3))) == view(10)

@@ -25,6 +25,12 @@ from taskmaster.core.spec import ContainerTask, HttpTask, TaskSpec
 
 CONTAINER_NAME = "task"
 
+# A pod lost to a disruption (node loss, eviction, preemption) is replaced by
+# the Job itself and does not count as a failed attempt, whatever retry.limit.
+DISRUPTIONS_ARE_NOT_FAILURES = {
+    "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+}
+
 
 def rfc3339(time: datetime) -> str:
     return time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -65,6 +71,7 @@ def _container_job_spec(container: ContainerTask) -> dict[str, Any]:
     return {
         # Retries are the operator's (spec.retry), one Job per attempt.
         "backoffLimit": 0,
+        "podFailurePolicy": copy.deepcopy(DISRUPTIONS_ARE_NOT_FAILURES),
         "template": {"spec": {"restartPolicy": "Never", "containers": [_hardened(main)]}},
     }
 
@@ -103,6 +110,7 @@ def _http_job_spec(http: HttpTask, worker_image: str) -> dict[str, Any]:
     }
     return {
         "backoffLimit": 0,
+        "podFailurePolicy": copy.deepcopy(DISRUPTIONS_ARE_NOT_FAILURES),
         "template": {
             "spec": {
                 "restartPolicy": "Never",

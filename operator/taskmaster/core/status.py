@@ -10,7 +10,7 @@ deleted, see `expired_jobs`, so they cannot come back as new).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -87,6 +87,15 @@ class JobView:
     def active(self) -> bool:
         return self.result is None and not self.deleting
 
+    def with_pod(self, outcome: PodOutcome | None) -> JobView:
+        """The view with its pod's exit, termination message or disruption as the message."""
+        if outcome is None or self.result is None:
+            return self
+        detail = outcome.describe()
+        if not detail and self.result is Result.SUCCEEDED:
+            return replace(self, message="")
+        return replace(self, message=detail or self.message)
+
     @classmethod
     def from_job(cls, job: Mapping[str, Any]) -> JobView | None:
         """Read a Job object; None when it lacks the labels of a TaskMaster run."""
@@ -124,6 +133,53 @@ class JobView:
             message=message[:_MESSAGE_LIMIT],
             deleting=bool(metadata.get("deletionTimestamp")),
         )
+
+
+@dataclass(frozen=True)
+class PodOutcome:
+    """How a run's pod ended, as the kubelet (or a disruption) reported it."""
+
+    exit_code: int | None = None
+    reason: str = ""
+    message: str = ""
+    disruption: str = ""
+
+    @classmethod
+    def from_pod(cls, pod: Mapping[str, Any]) -> PodOutcome | None:
+        """The outcome of a finished or disrupted pod; None while it runs."""
+        status = pod.get("status") or {}
+        disruption = next(
+            (
+                f"{c.get('reason') or 'Disrupted'}: {c.get('message') or ''}".rstrip(": ")
+                for c in status.get("conditions") or ()
+                if c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+            ),
+            "",
+        )
+        for container in status.get("containerStatuses") or ():
+            terminated = (container.get("state") or {}).get("terminated")
+            if terminated:
+                return cls(
+                    exit_code=terminated.get("exitCode"),
+                    reason=terminated.get("reason") or "",
+                    message=(terminated.get("message") or "").strip()[:_MESSAGE_LIMIT],
+                    disruption=disruption,
+                )
+        return cls(disruption=disruption) if disruption else None
+
+    def describe(self) -> str:
+        """`exit code 3 (Error): disk full`; a success shows its message only."""
+        if self.exit_code == 0:
+            return self.message
+        parts = []
+        if self.exit_code is not None:
+            parts.append(
+                f"exit code {self.exit_code}" + (f" ({self.reason})" if self.reason else "")
+            )
+        if self.disruption:
+            parts.append(f"disrupted ({self.disruption})")
+        text = ", ".join(parts)
+        return f"{text}: {self.message}" if self.message else text
 
 
 @dataclass(frozen=True)

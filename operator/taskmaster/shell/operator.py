@@ -103,6 +103,7 @@ def settings() -> kopf.OperatorSettings:
     settings.posting.enabled = False
     # Only TaskMaster's Jobs are of interest: filter on the server.
     settings.watching.label_selectors["batch", "jobs"] = LABEL_TASK
+    settings.watching.label_selectors["v1", "pods"] = LABEL_TASK
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.chunk_size = 500
@@ -122,6 +123,10 @@ def register(registry: kopf.OperatorRegistry, scheduler: Scheduler) -> None:
     @kopf.on.event("batch", "v1", "jobs", registry=registry)
     async def job_event(event: Any, **_: Any) -> None:
         scheduler.job_event(event.get("type"), event["object"])
+
+    @kopf.on.event("v1", "pods", registry=registry)
+    async def pod_event(event: Any, **_: Any) -> None:
+        scheduler.pod_event(event.get("type"), event["object"])
 
 
 async def serve_http(host: str, port: int, routes: dict[str, Any]) -> web.AppRunner:

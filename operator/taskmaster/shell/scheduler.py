@@ -30,6 +30,7 @@ from taskmaster.core.status import (
     HistoryEntry,
     JobView,
     Observation,
+    PodOutcome,
     Result,
     expired_jobs,
     parse_time,
@@ -121,6 +122,8 @@ class Scheduler:
         self.worker_image = worker_image
         self.tasks: dict[str, Task] = {}
         self.jobs: dict[str, dict[str, JobView]] = {}
+        # How the pods of each Job (namespace, name) ended: exit, message, disruption.
+        self.pods: dict[tuple[str, str], PodOutcome] = {}
         self._job_versions: dict[tuple[str, str], int] = {}
         self._heap: list[_Wake] = []
         self._wake_at: dict[str, float] = {}
@@ -189,6 +192,7 @@ class Scheduler:
         if event_type == "DELETED":
             jobs.pop(name, None)
             self._job_versions.pop((key, name), None)
+            self.pods.pop((metadata["namespace"], name), None)
         else:
             version = _version(body)
             if version < self._job_versions.get((key, name), 0):
@@ -199,6 +203,16 @@ class Scheduler:
             jobs[name] = view
             self._job_versions[(key, name)] = version
         self.poke(key)
+
+    def pod_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        if event_type == "DELETED":
+            return  # what it ended with stays known until its Job goes
+        metadata = body["metadata"]
+        labels = metadata.get("labels") or {}
+        job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+        outcome = PodOutcome.from_pod(body)
+        if job and outcome is not None:
+            self.pods[(metadata["namespace"], job)] = outcome
 
     def poke(self, key: str) -> None:
         self._dirty.add(key)
@@ -317,11 +331,12 @@ class Scheduler:
             jobs.pop(job.name, None)
         for run in plan.create:
             records += await self._start(task, task.spec, run, jobs)
+        ns = task.ref.namespace
         update = await self._write_status(
             task,
             Observation(
                 spec=task.spec,
-                jobs=list(jobs.values()),
+                jobs=[job.with_pod(self.pods.get((ns, job.name))) for job in jobs.values()],
                 now=now,
                 generation=task.generation,
                 records=records,
