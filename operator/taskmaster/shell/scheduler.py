@@ -193,6 +193,8 @@ class Scheduler:
             jobs.pop(name, None)
             self._job_versions.pop((key, name), None)
             self.pods.pop((metadata["namespace"], name), None)
+            if not jobs and key not in self.tasks:
+                del self.jobs[key]  # the task and all its Jobs are gone
         else:
             version = _version(body)
             if version < self._job_versions.get((key, name), 0):
