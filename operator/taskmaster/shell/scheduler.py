@@ -162,6 +162,8 @@ class Scheduler:
         if event_type == "DELETED":
             self.tasks.pop(key, None)
             self._wake_at.pop(key, None)
+            if not self.jobs.get(key):
+                self.jobs.pop(key, None)
             self.metrics.forget(metadata["namespace"], metadata["name"])
             return
         task = self.tasks.get(key)
