@@ -34,11 +34,12 @@ cluster-up: tools ## start the local cluster (idempotent); kubeconfig in .cluste
 cluster-down: ## stop the local cluster and every process of it (idempotent)
 	@if [[ -x $(TOOLS)/kwokctl ]]; then hack/cluster.sh down; fi
 
-lint: venv ## ruff, mypy --strict and import-linter
+lint: venv ## ruff, mypy --strict, import-linter, hadolint
 	$(BIN)/ruff check operator tests hack
 	$(BIN)/ruff format --check operator tests hack
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile worker-image/Dockerfile
 
 fmt: venv ## format and fix what ruff can
 	$(BIN)/ruff format operator tests hack
