@@ -3,6 +3,7 @@
     taskmaster-worker http --url URL [--method M] [--header 'K: V']... [--body TEXT]
                            [--timeout SECONDS] [--success-codes 200-299,304] [--attempts N]
     taskmaster-worker command -- ARGV...
+    taskmaster-worker probe --heartbeat-file PATH --max-age SECONDS
 
 Both write a JSON summary to the termination log (the pod's terminationMessagePath,
 which the operator copies into the task's history), touch `--heartbeat-file`
@@ -190,11 +191,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     command = actions.add_parser("command", parents=[common], help="run an argv")
     command.add_argument("argv", nargs="+")
+    probe = actions.add_parser(
+        "probe", help="liveness: has the heartbeat file been touched lately?"
+    )
+    probe.add_argument("--heartbeat-file", type=Path, required=True)
+    probe.add_argument("--max-age", type=float, required=True, metavar="SECONDS")
     return parser.parse_args(argv)
+
+
+def probe(heartbeat: Path, max_age: float) -> int:
+    try:
+        age = time.time() - heartbeat.stat().st_mtime
+    except OSError as error:
+        print(f"no heartbeat: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if age > max_age:
+        print(f"no progress for {age:.0f}s (limit {max_age:.0f}s)", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
+    if options.action == "probe":
+        return probe(options.heartbeat_file, options.max_age)
     report = Report(options.termination_log, options.action)
     heartbeat = Heartbeat(options.heartbeat_file)
 

@@ -176,6 +176,11 @@ def test_http_task_job_runs_the_worker_hardened() -> None:
         }
     ]
     assert container["securityContext"]["runAsNonRoot"] is True
+    assert "--heartbeat-file" in container["args"]
+    probe = container["livenessProbe"]["exec"]["command"]
+    assert probe[:2] == ["taskmaster-worker", "probe"]
+    assert probe[-2:] == ["--max-age", "35"]  # the 5 s request timeout plus the margin
+    assert pod["volumes"][0]["emptyDir"]["medium"] == "Memory"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["automountServiceAccountToken"] is False
     with pytest.raises(ValueError, match="--worker-image"):

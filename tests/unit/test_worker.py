@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -194,3 +195,15 @@ def test_sigterm_stops_cleanly_and_reports(tmp_path: Path) -> None:
 
     assert worker.wait(timeout=15) == 143
     assert json.loads(log.read_text())["error"] == "Terminated"
+
+
+def test_probe_fails_once_the_heartbeat_is_stale(tmp_path: Path) -> None:
+    heartbeat = tmp_path / "heartbeat"
+    probe = ["probe", "--heartbeat-file", str(heartbeat), "--max-age", "30"]
+
+    assert main(probe) == 1  # never touched
+    heartbeat.touch()
+    assert main(probe) == 0
+    stale = time.time() - 60
+    os.utime(heartbeat, (stale, stale))
+    assert main(probe) == 1

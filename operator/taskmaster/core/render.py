@@ -76,6 +76,15 @@ def _container_job_spec(container: ContainerTask) -> dict[str, Any]:
     }
 
 
+# The worker touches this file while its action makes progress; the liveness
+# probe fails once it is older than the request timeout plus this margin, and
+# the kubelet kills the hung attempt (which spec.retry may then retry).
+WORKER_RUN_DIR = "/var/run/taskmaster"
+HEARTBEAT_FILE = f"{WORKER_RUN_DIR}/heartbeat"
+_HEARTBEAT_MARGIN_SECONDS = 30
+_DEFAULT_REQUEST_TIMEOUT = 30
+
+
 def _http_job_spec(http: HttpTask, worker_image: str) -> dict[str, Any]:
     args = ["http", "--url", http.url, "--method", http.method]
     env = []
@@ -90,19 +99,37 @@ def _http_job_spec(http: HttpTask, worker_image: str) -> dict[str, Any]:
             args += ["--header", f"{header}: {value}"]
     if http.body is not None:
         args += ["--body", http.body]
-    if http.timeout_seconds is not None:
-        args += ["--timeout", str(http.timeout_seconds)]
-    args += ["--success-codes", http.success_codes]
+    timeout = http.timeout_seconds or _DEFAULT_REQUEST_TIMEOUT
+    args += ["--timeout", str(timeout), "--success-codes", http.success_codes]
+    args += ["--heartbeat-file", HEARTBEAT_FILE]
     main: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": worker_image,
         "args": args,
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+        "volumeMounts": [{"name": "taskmaster-run", "mountPath": WORKER_RUN_DIR}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "livenessProbe": {
+            "exec": {
+                "command": [
+                    "taskmaster-worker",
+                    "probe",
+                    "--heartbeat-file",
+                    HEARTBEAT_FILE,
+                    "--max-age",
+                    str(timeout + _HEARTBEAT_MARGIN_SECONDS),
+                ]
+            },
+            "initialDelaySeconds": 10,
+            "periodSeconds": 10,
+        },
     }
     if env:
         main["env"] = env
     main["securityContext"] = {
         "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
         "readOnlyRootFilesystem": True,
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
@@ -116,6 +143,9 @@ def _http_job_spec(http: HttpTask, worker_image: str) -> dict[str, Any]:
                 "restartPolicy": "Never",
                 "automountServiceAccountToken": False,
                 "containers": [main],
+                "volumes": [
+                    {"name": "taskmaster-run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
+                ],
             }
         },
     }
