@@ -47,6 +47,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if cluster_dir in Path(item.path).parents:
             item.add_marker(pytest.mark.cluster)
+    # Scale tests leave the control plane busy collecting thousands of objects
+    # for a while: nothing should run after them but other scale tests.
+    items.sort(key=lambda item: item.get_closest_marker("scale") is not None)
 
 
 def _docker_engine_runs() -> bool:

@@ -6,11 +6,14 @@ from __future__ import annotations
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from tests.support.operator import OperatorProcess
 from tests.support.tasks import CONTAINER, Tasks
 from tests.support.wait import until
 
 COUNT = 1000
+pytestmark = pytest.mark.scale
 
 
 def test_a_thousand_tasks_all_fire_on_time(operator: OperatorProcess, tasks: Tasks) -> None:

@@ -32,7 +32,7 @@ def test_http_tasks_pass_the_restricted_pod_security_standard(
     # A control: a plain container task asks for nothing restricted needs.
     tasks.create("plain", {"runAt": soon, "task": {"container": {"image": "busybox:1.36"}}})
 
-    hook = tasks.wait("hook", lambda t: phase(t) == "Completed", timeout=30)
+    hook = tasks.wait("hook", lambda t: phase(t) == "Completed", timeout=60)
 
     assert hook["status"]["history"][0]["result"] == "Succeeded"
     (job,) = tasks.jobs("hook")
@@ -59,7 +59,7 @@ def test_a_termination_message_becomes_the_history_message(
     result = '{"action":"http","ok":true,"status":200}'
     tasks.create("reports", {"runAt": soon, "jobTemplate": job_template(message=result)})
 
-    task = tasks.wait("reports", lambda t: phase(t) == "Completed", timeout=30)
+    task = tasks.wait("reports", lambda t: phase(t) == "Completed", timeout=60)
 
     (entry,) = task["status"]["history"]
     assert (entry["result"], entry["message"]) == ("Succeeded", result)
