@@ -6,14 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 from kubernetes import client
 
-from taskmaster.core.render import DISRUPTIONS_ARE_NOT_FAILURES
+from taskmaster.core.render import DISRUPTIONS_ARE_NOT_FAILURES, rfc3339
 from tests.support.operator import OperatorProcess
 from tests.support.tasks import Tasks, condition, job_template, phase
 from tests.support.wait import until
-
-
-def iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_a_failing_run_is_retried_with_backoff_then_fails(
@@ -24,7 +20,7 @@ def test_a_failing_run_is_retried_with_backoff_then_fails(
     tasks.create(
         "flaky",
         {
-            "runAt": iso(at),
+            "runAt": rfc3339(at),
             "retry": {"limit": 2, "backoff": {"initialSeconds": 2, "factor": 2}},
             "failedJobsHistoryLimit": 3,
             "jobTemplate": job_template(exit_code=3, message="disk full"),
@@ -65,7 +61,9 @@ def test_a_failing_run_is_retried_with_backoff_then_fails(
 
 def test_a_run_over_its_timeout_ends_timed_out(operator: OperatorProcess, tasks: Tasks) -> None:
     at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
-    tasks.create("slow", {"runAt": iso(at), "timeoutSeconds": 2, "jobTemplate": job_template("1h")})
+    tasks.create(
+        "slow", {"runAt": rfc3339(at), "timeoutSeconds": 2, "jobTemplate": job_template("1h")}
+    )
 
     task = tasks.wait("slow", lambda t: phase(t) == "Failed", timeout=30)
 
@@ -84,7 +82,7 @@ def test_a_disrupted_pod_is_replaced_without_failing_the_run(
     template = job_template("1h")
     template["spec"]["podFailurePolicy"] = DISRUPTIONS_ARE_NOT_FAILURES
     at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
-    tasks.create("evicted", {"runAt": iso(at), "jobTemplate": template})
+    tasks.create("evicted", {"runAt": rfc3339(at), "jobTemplate": template})
     tasks.wait("evicted", lambda t: bool(t.get("status", {}).get("active")))
     (job,) = tasks.jobs("evicted")
     pod = until(

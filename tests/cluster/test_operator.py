@@ -7,13 +7,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
+from taskmaster.core.render import rfc3339
 from tests.support.operator import OperatorProcess
 from tests.support.tasks import CONTAINER, Tasks, condition, job_template, phase
 from tests.support.wait import until
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_every_task_runs_on_time_with_the_contract_names(
@@ -46,13 +43,13 @@ def test_every_task_runs_on_time_with_the_contract_names(
         True,
     )
     scheduled_at = datetime.fromtimestamp(seen[0].scheduled, UTC)
-    assert job.metadata.annotations["taskmaster.dev/scheduled-at"] == iso(scheduled_at)
+    assert job.metadata.annotations["taskmaster.dev/scheduled-at"] == rfc3339(scheduled_at)
 
     task = tasks.wait("tick", lambda t: t.get("status", {}).get("succeededRuns", 0) >= 2)
     status = task["status"]
     assert status["history"][0]["result"] == "Succeeded"
     assert status["history"][0]["jobName"].startswith("tick-")
-    assert status["lastScheduleTime"] >= iso(scheduled_at)
+    assert status["lastScheduleTime"] >= rfc3339(scheduled_at)
     assert status["nextRunTime"] > status["lastScheduleTime"]
     assert status["observedGeneration"] == 1
     ready = condition(task, "Ready")
@@ -63,7 +60,7 @@ def test_every_task_runs_on_time_with_the_contract_names(
     assert set(task["metadata"].get("annotations") or {}) == set()
     assert (
         "JobCreated",
-        f"created Job {seen[0].name} for the schedule run at {iso(scheduled_at)}",
+        f"created Job {seen[0].name} for the schedule run at {rfc3339(scheduled_at)}",
     ) in tasks.events("tick")
     series = (
         f'taskmaster_runs_started_total{{namespace="{namespace}",task="tick",trigger="schedule"}}'
@@ -91,7 +88,7 @@ def test_cron_with_seconds_in_a_zone_fires_on_its_instants(
 def test_run_at_runs_exactly_once_then_completes(operator: OperatorProcess, tasks: Tasks) -> None:
     at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
     recorder = tasks.recorder()
-    tasks.create("once", {"runAt": iso(at), "task": CONTAINER})
+    tasks.create("once", {"runAt": rfc3339(at), "task": CONTAINER})
 
     task = tasks.wait("once", lambda t: phase(t) == "Completed", timeout=20)
 
@@ -223,7 +220,7 @@ def test_restart_never_duplicates_and_catches_up_by_policy(
     tasks.wait(
         "catchup",
         lambda t: (
-            t["status"]["lastScheduleTime"] >= iso(datetime.fromtimestamp(time.time() - 1, UTC))
+            t["status"]["lastScheduleTime"] >= rfc3339(datetime.fromtimestamp(time.time() - 1, UTC))
         ),
     )
     tasks.wait("skipper", lambda t: t["status"].get("missedRuns", 0) >= 2)

@@ -8,13 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 from kubernetes import client
 
+from taskmaster.core.render import rfc3339
 from tests.support.operator import OperatorProcess
 from tests.support.tasks import Tasks, job_template, phase
 from tests.support.wait import until
-
-
-def iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_http_tasks_pass_the_restricted_pod_security_standard(
@@ -27,7 +24,7 @@ def test_http_tasks_pass_the_restricted_pod_security_standard(
         namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
     )
     operators("--worker-image", "taskmaster-worker:test").start()
-    soon = iso(datetime.now(UTC) + timedelta(seconds=2))
+    soon = rfc3339(datetime.now(UTC) + timedelta(seconds=2))
     tasks.create("hook", {"runAt": soon, "task": {"http": {"url": "http://127.0.0.1:9/hook"}}})
     # A control: a plain container task asks for nothing restricted needs.
     tasks.create("plain", {"runAt": soon, "task": {"container": {"image": "busybox:1.36"}}})
@@ -55,7 +52,7 @@ def test_http_tasks_pass_the_restricted_pod_security_standard(
 def test_a_termination_message_becomes_the_history_message(
     operator: OperatorProcess, tasks: Tasks
 ) -> None:
-    soon = iso(datetime.now(UTC) + timedelta(seconds=1))
+    soon = rfc3339(datetime.now(UTC) + timedelta(seconds=1))
     result = '{"action":"http","ok":true,"status":200}'
     tasks.create("reports", {"runAt": soon, "jobTemplate": job_template(message=result)})
 
