@@ -310,6 +310,20 @@ class StatusUpdate:
     recorded: list[HistoryEntry] = field(default_factory=list)
 
 
+def read_history(status: Mapping[str, Any]) -> list[HistoryEntry]:
+    """`status.history` as entries, skipping any that cannot be read."""
+    return [
+        entry
+        for raw in status.get("history") or ()
+        if (entry := HistoryEntry.from_status(raw)) is not None
+    ]
+
+
+def _last_outcome(history: Sequence[HistoryEntry]) -> HistoryEntry | None:
+    """The newest run that ran to an end or was missed (not skipped or replaced)."""
+    return next((e for e in history if e.result.ran or e.result is Result.MISSED), None)
+
+
 def _phase(observed: Observation, active: bool, history: Sequence[HistoryEntry]) -> Phase:
     if observed.invalid is not None or observed.spec is None:
         return Phase.INVALID
@@ -319,7 +333,7 @@ def _phase(observed: Observation, active: bool, history: Sequence[HistoryEntry])
         return Phase.SUSPENDED
     if observed.next_run_time is not None:
         return Phase.SCHEDULED
-    last = next((e for e in history if e.result.ran or e.result is Result.MISSED), None)
+    last = _last_outcome(history)
     if isinstance(observed.spec.schedule, RunAt) and last is not None and last.result.failed:
         return Phase.FAILED
     return Phase.COMPLETED
@@ -327,11 +341,7 @@ def _phase(observed: Observation, active: bool, history: Sequence[HistoryEntry])
 
 def reduce_status(previous: Mapping[str, Any], observed: Observation) -> StatusUpdate:
     """The next status, and the history entries it adds."""
-    history = [
-        entry
-        for raw in previous.get("history") or ()
-        if (entry := HistoryEntry.from_status(raw)) is not None
-    ]
+    history = read_history(previous)
     known_jobs = {entry.job_name for entry in history if entry.job_name}
     recorded = [
         HistoryEntry.from_job(job, job.result)
@@ -419,7 +429,7 @@ def _wanted_conditions(
         "JobActive" if active else "NoActiveJob",
         ", ".join(job.name for job in active),
     )
-    last = next((e for e in history if e.result.ran or e.result is Result.MISSED), None)
+    last = _last_outcome(history)
     if last is not None and last.result.failed:
         degraded = Condition(
             "Degraded", True, f"Run{last.result.value}", last.message or last.reason

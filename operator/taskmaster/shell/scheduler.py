@@ -34,6 +34,7 @@ from taskmaster.core.status import (
     Result,
     expired_jobs,
     parse_time,
+    read_history,
     reduce_status,
     same_status,
 )
@@ -316,11 +317,7 @@ class Scheduler:
                     ANNOTATION_RUN_NOW
                 ),
                 handled_run_now_token=status.get("runNowToken"),
-                history=[
-                    entry
-                    for raw in status.get("history") or ()
-                    if (entry := HistoryEntry.from_status(raw)) is not None
-                ],
+                history=read_history(status),
                 was_suspended=any(
                     c.get("type") == "Suspended" and c.get("status") == "True"
                     for c in status.get("conditions") or ()
