@@ -12,7 +12,6 @@ import secrets
 import signal
 import socket
 import sys
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -168,7 +167,7 @@ class Operator:
             self.scheduler.may_act = lambda: elector.leading
 
     async def healthz(self, _: web.Request) -> web.Response:
-        stalled = time.monotonic() - self.scheduler.last_loop > _LOOP_STALL_SECONDS
+        stalled = self.scheduler.stalled(_LOOP_STALL_SECONDS)
         return web.Response(status=500 if stalled else 200, text="stalled" if stalled else "ok")
 
     async def readyz(self, _: web.Request) -> web.Response:

@@ -152,6 +152,13 @@ class Scheduler:
         for task in await self.kube.list_tasks(namespaces):
             self.task_event(None, task)
 
+    def stalled(self, limit: float) -> bool:
+        """Whether the loop, while it should be acting, has not turned for `limit` seconds.
+
+        A follower's loop rightly waits for leadership: that is no stall.
+        """
+        return self.acting.is_set() and time.monotonic() - self.last_loop > limit
+
     def phases(self) -> Counter[str]:
         return Counter(task.status.get("phase") or "Pending" for task in self.tasks.values())
 
@@ -240,8 +247,8 @@ class Scheduler:
         """Reconcile dirty tasks and wake tasks on time, until cancelled."""
         reconciles: set[asyncio.Task[None]] = set()
         while True:
-            self.last_loop = time.monotonic()
             await self.acting.wait()
+            self.last_loop = time.monotonic()
             now = time.time()
             while self._heap and self._heap[0].at <= now:
                 wake = heapq.heappop(self._heap)
