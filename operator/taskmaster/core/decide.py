@@ -164,8 +164,11 @@ def decide(state: TaskState, now: datetime) -> Plan:
         plan.records.append(late.entry(why, "MissedStartingDeadline"))
         plan.last_schedule_time = late.last
 
-    downtime = [t for t in startable if due_at(state.task.key, state.spec, t) < state.since]
-    regular = [t for t in startable if due_at(state.task.key, state.spec, t) >= state.since]
+    downtime: list[datetime] = []
+    regular: list[datetime] = []
+    for scheduled in startable:
+        fell_due = due_at(state.task.key, state.spec, scheduled)
+        (downtime if fell_due < state.since else regular).append(scheduled)
     to_run = _catch_up(plan, spec, downtime)
     to_run += [(t, Trigger.SCHEDULE) for t in regular]
 
