@@ -45,6 +45,7 @@ up() {
   echo "starting cluster '$name' (log: $log)"
   if ! kwokctl create cluster \
     --config "$root/hack/kwok/kwokctl.yaml" \
+    --kube-audit-policy "$root/hack/kwok/audit-policy.yaml" \
     --kubeconfig "$kubeconfig" \
     --etcd-binary "$bin/etcd" \
     --kube-apiserver-binary "$bin/kube-apiserver" \
