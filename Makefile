@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 TOOLS := .tools/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools cluster-up cluster-down lint fmt test test-unit demo bench bench-quick lock clean
+.PHONY: help venv tools cluster-up cluster-down lint fmt test test-unit demo bench bench-quick lock docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -56,6 +56,9 @@ demo: tools venv ## the operator on the local cluster, running the examples, wit
 
 bench bench-quick: ## benchmarks (not written yet)
 	@echo "no benchmark yet: see the benchmark issue" >&2
+
+docs: venv ## regenerate docs/reference.md from the CRD
+	$(BIN)/python hack/crd_reference.py --output docs/reference.md
 
 lock: venv ## re-resolve requirements/*.txt from pyproject.toml
 	$(BIN)/pip install --quiet uv
