@@ -220,3 +220,32 @@ def test_each_runbook_url_points_to_a_runbook_section() -> None:
         runbook = re.split(r"\n#{1,3} ", page.split(f"\n### {rule['alert']}\n", 1)[1])[0]
         for part in ("**Meaning.**", "**Impact.**", "**Diagnosis.**", "**Fix.**"):
             assert part in runbook, f"{rule['alert']}: the runbook has no {part}"
+
+
+# -- links between the pages -----------------------------------------------------
+
+PAGES = [ROOT / "README.md", REFERENCE, OPERATIONS, ROOT / "docs" / "comparison.md"]
+# Pages that other parts of the install work add; linked before they land.
+ADDED_ELSEWHERE = {
+    "docs/webhook.md",
+    "docs/argocd.md",
+    "docs/kubectl-plugin.md",
+    "deploy/argocd/application.yaml",
+    "deploy/helm/taskmaster/README.md",
+}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_relative_links_and_anchors_resolve(page: Path) -> None:
+    text = page.read_text()
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue  # an absolute URL
+        path, _, anchor = target.partition("#")
+        file = (page.parent / path).resolve() if path else page
+        relative = file.relative_to(ROOT).as_posix()
+        if not file.exists():
+            assert relative in ADDED_ELSEWHERE, f"{page.name}: broken link {target}"
+            continue
+        if anchor:
+            assert anchor in anchors(file.read_text()), f"{page.name}: no #{anchor} in {relative}"
