@@ -148,9 +148,19 @@ def render(crd: Node) -> str:
         "",
         cell(schema.get("description", "")),
         "",
-        "Defaults are applied by the operator, not stored by the API server: a field"
-        " left out stays out of the object. `kubectl explain scheduledtask.spec` shows"
-        " the same descriptions.",
+    ]
+    if not any(
+        "default" in node
+        for tree in ("spec", "status")
+        for _, node, _ in fields(properties[tree], tree)
+    ):
+        out += [
+            "The schema sets no defaults: the operator applies those the descriptions name"
+            " (the Default column), and a field left out stays out of the object.",
+            "",
+        ]
+    out += [
+        "`kubectl explain scheduledtask.spec` shows the same descriptions.",
         "",
         "## Printer columns",
         "",
