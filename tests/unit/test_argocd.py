@@ -20,10 +20,13 @@ The clock the scripts see through `os` is pinned, so the run-now token is known.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -360,13 +363,13 @@ def test_the_cases_cover_the_acceptance_statuses_and_every_file() -> None:
     assert used == {*(ARGOCD / "testdata").glob("*.yaml"), *(ACTIONS / "testdata").glob("*.yaml")}
 
 
-def test_every_action_is_discoverable() -> None:
+def test_every_action_is_discoverable_and_configured() -> None:
     on_disk = {p.parent.name for p in ACTIONS.glob("*/action.lua")}
     discovered_names = {
         a["name"] for c in load(ACTIONS / "action_test.yaml")["discoveryTests"] for a in c["result"]
     }
 
-    assert on_disk == discovered_names
+    assert on_disk == discovered_names == set(argocd_cm().ACTIONS)
 
 
 # -- the sandbox is as strict as Argo CD's --------------------------------------
@@ -424,3 +427,37 @@ def test_objects_go_in_and_tables_come_back_as_argocd_converts_them(lua: Lua) ->
         "holes": {"2": "b"},
         "seen": {"n": 2, "absent": True, "first": "x"},
     }
+
+
+# -- the argocd-cm snippet -------------------------------------------------------
+
+
+def argocd_cm() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("hack_argocd_cm", ROOT / "hack" / "argocd_cm.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_argocd_cm_snippet_is_generated_from_the_scripts() -> None:
+    assert (ARGOCD / "argocd-cm.yaml").read_text() == argocd_cm().render(), (
+        "deploy/argocd/argocd-cm.yaml is stale: run `make argocd-cm`"
+    )
+
+
+def test_the_argocd_cm_snippet_embeds_the_scripts_under_argocd_keys() -> None:
+    data = load(ARGOCD / "argocd-cm.yaml")["data"]
+    actions = yaml.safe_load(data["resource.customizations.actions.taskmaster.dev_ScheduledTask"])
+
+    assert data["resource.customizations.health.taskmaster.dev_ScheduledTask"] == (
+        (ARGOCD / "health.lua").read_text()
+    )
+    assert actions["discovery.lua"] == (ACTIONS / "discovery.lua").read_text()
+    assert {d["name"]: d["action.lua"] for d in actions["definitions"]} == {
+        p.parent.name: p.read_text() for p in ACTIONS.glob("*/action.lua")
+    }
+    # Custom scripts run without the standard libraries unless this says otherwise.
+    assert not any(key.startswith("resource.customizations.useOpenLibs") for key in data)
