@@ -461,3 +461,43 @@ def test_the_argocd_cm_snippet_embeds_the_scripts_under_argocd_keys() -> None:
     }
     # Custom scripts run without the standard libraries unless this says otherwise.
     assert not any(key.startswith("resource.customizations.useOpenLibs") for key in data)
+
+
+# -- the Application example -------------------------------------------------------
+
+
+def applications() -> dict[str, dict[str, Any]]:
+    docs = yaml.safe_load_all((ARGOCD / "application.yaml").read_text())
+    return {doc["metadata"]["name"]: doc for doc in docs if doc}
+
+
+def test_the_applications_use_waves_server_side_apply_and_diff() -> None:
+    apps = applications()
+    operator, tasks = apps["taskmaster"], apps["taskmaster-tasks"]
+
+    for app in (operator, tasks):
+        assert app["apiVersion"] == "argoproj.io/v1alpha1"
+        assert app["kind"] == "Application"
+        annotations = app["metadata"]["annotations"]
+        assert "ServerSideDiff=true" in annotations["argocd.argoproj.io/compare-options"]
+        assert "ServerSideApply=true" in app["spec"]["syncPolicy"]["syncOptions"]
+    wave = "argocd.argoproj.io/sync-wave"
+    assert int(operator["metadata"]["annotations"][wave]) < int(
+        tasks["metadata"]["annotations"][wave]
+    )
+    chart = operator["spec"]["source"]
+    assert chart["path"] == "deploy/helm/taskmaster"
+    assert chart["helm"]["valuesObject"]["crds"]["install"] is True
+    assert chart["helm"]["valuesObject"]["webhook"]["enabled"] is True
+
+
+def test_the_webhook_ca_bundle_is_no_drift() -> None:
+    operator = applications()["taskmaster"]
+    ignored = operator["spec"]["ignoreDifferences"]
+
+    assert {
+        "group": "admissionregistration.k8s.io",
+        "kind": "ValidatingWebhookConfiguration",
+        "jqPathExpressions": [".webhooks[]?.clientConfig.caBundle"],
+    } in ignored
+    assert "RespectIgnoreDifferences=true" in operator["spec"]["syncPolicy"]["syncOptions"]
