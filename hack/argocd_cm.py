@@ -6,6 +6,11 @@ ConfigMap, under `resource.customizations.health.<group>_<Kind>` and
 `resource.customizations.actions.<group>_<Kind>`. The scripts are kept (and
 tested) as files in Argo CD's own layout; this script embeds them, so the
 ConfigMap is never edited by hand. `--check` fails when the file is stale.
+
+It also sets `resource.customizations.ignoreResourceUpdates.<group>_<Kind>`
+to `/status`: the operator rewrites a task's status on every run, and Argo CD
+need not reconcile the Application for that unless the health status changes
+(which it still notices: it evaluates health on every update).
 """
 
 from __future__ import annotations
@@ -83,6 +88,9 @@ def render() -> str:
         "data": {
             f"resource.customizations.health.{GROUP_KIND}": _script(ARGOCD / "health.lua"),
             f"resource.customizations.actions.{GROUP_KIND}": _Literal(_dump(actions)),
+            f"resource.customizations.ignoreResourceUpdates.{GROUP_KIND}": _Literal(
+                _dump({"jsonPointers": ["/status"]})
+            ),
         },
     }
     return HEADER + _dump(config_map)

@@ -459,6 +459,9 @@ def test_the_argocd_cm_snippet_embeds_the_scripts_under_argocd_keys() -> None:
     assert {d["name"]: d["action.lua"] for d in actions["definitions"]} == {
         p.parent.name: p.read_text() for p in ACTIONS.glob("*/action.lua")
     }
+    assert yaml.safe_load(
+        data["resource.customizations.ignoreResourceUpdates.taskmaster.dev_ScheduledTask"]
+    ) == {"jsonPointers": ["/status"]}
     # Custom scripts run without the standard libraries unless this says otherwise.
     assert not any(key.startswith("resource.customizations.useOpenLibs") for key in data)
 
