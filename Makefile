@@ -54,6 +54,10 @@ test-unit: venv ## the tests that need no cluster
 demo: tools venv ## the operator on the local cluster, running the examples, with a live view
 	hack/demo.sh
 
+.PHONY: argocd-cm
+argocd-cm: venv ## regenerate deploy/argocd/argocd-cm.yaml from the Argo CD Lua scripts
+	$(BIN)/python hack/argocd_cm.py
+
 bench bench-quick: ## benchmarks (not written yet)
 	@echo "no benchmark yet: see the benchmark issue" >&2
 
