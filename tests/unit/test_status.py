@@ -214,6 +214,17 @@ def test_invalid_spec_shows_the_message() -> None:
     assert "spec: exactly one of schedule, runAt, every" in ready["message"]
 
 
+def test_an_invalid_spec_keeps_the_schedule_cursor_and_the_handled_run_now_token() -> None:
+    previous = {"lastScheduleTime": "2026-05-01T12:00:00Z", "runNowToken": "once"}
+    with pytest.raises(InvalidSpec) as invalid:
+        parse_spec({"every": "0s"}, namespace="ns", name="t", created=CREATED)
+
+    status = reduce_status(previous, observe([], spec=None, invalid=invalid.value)).status
+
+    assert status["lastScheduleTime"] == "2026-05-01T12:00:00Z"
+    assert status["runNowToken"] == "once"
+
+
 def test_expired_jobs_respect_both_limits_and_the_history() -> None:
     spec = spec_of(successfulJobsHistoryLimit=2, failedJobsHistoryLimit=1)
     jobs = [view(s, "Complete") for s in (10, 20, 30)] + [view(s, "Failed") for s in (40, 50)]

@@ -373,11 +373,18 @@ def reduce_status(previous: Mapping[str, Any], observed: Observation) -> StatusU
         (job for job in observed.jobs if job.active), key=lambda j: (j.run.scheduled, j.run.attempt)
     )
     phase = _phase(observed, bool(active), history)
+    last_schedule_time, run_now_token = observed.last_schedule_time, observed.run_now_token
+    if observed.spec is None:
+        # Nothing is decided while the spec is invalid: the schedule cursor and
+        # the handled run-now token stay, so fixing the spec neither replays
+        # the schedule from the start nor reruns a manual run.
+        last_schedule_time = parse_time(previous.get("lastScheduleTime"))
+        run_now_token = previous.get("runNowToken")
     status: dict[str, Any] = {
         "phase": phase.value,
         "observedGeneration": observed.generation,
         "nextRunTime": _time(observed.next_run_time),
-        "lastScheduleTime": _time(observed.last_schedule_time),
+        "lastScheduleTime": _time(last_schedule_time),
         "lastSuccessfulTime": _time(last_success),
         "lastFailureTime": _time(last_failure),
         "active": [
@@ -390,7 +397,7 @@ def reduce_status(previous: Mapping[str, Any], observed: Observation) -> StatusU
         ],
         "history": [entry.to_status() for entry in history],
         **counters,
-        "runNowToken": observed.run_now_token,
+        "runNowToken": run_now_token,
         "conditions": _conditions(
             previous.get("conditions") or (),
             _wanted_conditions(observed, phase, active, history),
