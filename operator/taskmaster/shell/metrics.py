@@ -82,8 +82,17 @@ class Metrics:
     def count_phases(self, count: Callable[[], Mapping[str, int]]) -> None:
         self.registry.register(_Phases(count))
 
+    def _per_task(self) -> tuple[Gauge, ...]:
+        return (self.active_runs, self.next_schedule_time, self.last_schedule_time)
+
     def forget(self, namespace: str, task: str) -> None:
         """Drop the series of a deleted task."""
-        for metric in (self.active_runs, self.next_schedule_time, self.last_schedule_time):
+        for metric in self._per_task():
             with contextlib.suppress(KeyError):
                 metric.remove(namespace, task)
+
+    def forget_tasks(self) -> None:
+        """Drop every task's series: a replica that stops scheduling stops
+        updating them, and stale copies would double up with the new leader's."""
+        for metric in self._per_task():
+            metric.clear()

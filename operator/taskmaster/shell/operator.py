@@ -189,6 +189,7 @@ class Operator:
     def stop_acting(self) -> None:
         self.scheduler.acting.clear()
         self.metrics.leader.set(0)
+        self.metrics.forget_tasks()
 
     def handle_signals(self) -> None:
         loop = asyncio.get_running_loop()

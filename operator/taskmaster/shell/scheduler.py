@@ -423,9 +423,10 @@ class Scheduler:
             if _version(body) >= _version(task.body):
                 task.body = body
         for entry in update.recorded:
+            # One Missed entry can stand for many scheduled times; count the times.
             self.metrics.runs_finished.labels(
                 task.ref.namespace, task.ref.name, entry.result.value
-            ).inc()
+            ).inc(entry.runs)
             type_, reason = _EVENT_OF_RESULT[entry.result]
             what = f"Job {entry.job_name}" if entry.job_name else "run"
             message = f"{what} ({rfc3339(entry.scheduled_time)}): {entry.result.value}"
@@ -454,5 +455,9 @@ class Scheduler:
         self.metrics.active_runs.labels(*labels).set(sum(1 for job in jobs if job.active))
         if plan.next_run_time is not None:
             self.metrics.next_schedule_time.labels(*labels).set(plan.next_run_time.timestamp())
+        else:
+            # No series rather than a stale time: "overdue" alerts compare it with now.
+            with contextlib.suppress(KeyError):
+                self.metrics.next_schedule_time.remove(*labels)
         if plan.last_schedule_time is not None:
             self.metrics.last_schedule_time.labels(*labels).set(plan.last_schedule_time.timestamp())
