@@ -261,7 +261,7 @@ def run_now_token(now: datetime) -> str:
 
 
 def _field(label: str, value: str) -> str:
-    return f"{label + ':':<19}{value}"
+    return f"{label + ':':<20}{value}"
 
 
 def _when(value: Any, now: datetime, *, future: bool = False) -> str:
