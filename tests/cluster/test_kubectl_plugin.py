@@ -236,7 +236,6 @@ def test_run_starts_exactly_one_manual_job_per_call(
     second = ok(user.kubectl("run", "nightly", "--wait")).splitlines()
     assert second[1] != lines[1]
     recorder.wait_for(2, "nightly")
-    history = table(ok(user.kubectl("history", "nightly")))
     tasks.wait("nightly", lambda t: len(t["status"].get("history", [])) >= 2)
     history = table(ok(user.kubectl("history", "nightly")))
     assert [(row["TRIGGER"], row["RESULT"]) for row in history] == [
