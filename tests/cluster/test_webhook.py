@@ -194,6 +194,12 @@ def _container_without_image() -> dict[str, Any]:
     return template
 
 
+def _misspelt() -> dict[str, Any]:
+    template = job_template()
+    template["spec"]["backofLimit"] = template["spec"].pop("backoffLimit")
+    return template
+
+
 def _always_restarting() -> dict[str, Any]:
     template = job_template()
     template["spec"]["template"]["spec"]["restartPolicy"] = "Always"
@@ -213,11 +219,15 @@ def _always_restarting() -> dict[str, Any]:
             "spec.jobTemplate.spec.template.spec.restartPolicy: ",
         ),
         (
+            {"jobTemplate": _misspelt()},
+            "spec.jobTemplate.spec.backofLimit: unknown field",
+        ),
+        (
             {"task": {"container": {"image": "busybox:1.36", "env": [{"name": "a=b"}]}}},
             "spec.task.container.env[0].name: ",
         ),
     ],
-    ids=["no-image", "restart-always", "bad-env-name"],
+    ids=["no-image", "restart-always", "unknown-field", "bad-env-name"],
 )
 def test_a_workload_that_is_no_valid_job_is_refused_naming_its_field(
     webhook: Webhook, tasks: Tasks, workload: dict[str, Any], field: str
@@ -320,3 +330,27 @@ def test_a_lost_ca_bundle_is_restored(webhook: Webhook, served: OperatorProcess)
     )
 
     until(lambda: webhook.ca_bundle() == bundle, timeout=90, message="caBundle restored")
+
+
+def test_a_dry_run_refused_for_other_reasons_admits_the_task(
+    webhook: Webhook, served: OperatorProcess, tasks: Tasks
+) -> None:
+    # A full quota is the namespace's state, not a fault of the task: admit it.
+    webhook.core.create_namespaced_resource_quota(
+        webhook.namespace,
+        {"metadata": {"name": "no-jobs"}, "spec": {"hard": {"count/jobs.batch": "0"}}},
+    )
+    until(
+        lambda: (
+            webhook.core.read_namespaced_resource_quota("no-jobs", webhook.namespace).status.hard
+        ),
+        timeout=30,
+        message="quota computed",
+    )
+
+    result = webhook.apply(manifest("quota", {"every": "1h", "jobTemplate": job_template()}))
+
+    assert result.returncode == 0, result.stderr
+    assert tasks.get("quota")
+    assert "admitting" in served.logs()
+    assert "exceeded quota" in served.logs()

@@ -328,3 +328,33 @@ def test_a_refusal_without_causes_quotes_the_api_server() -> None:
     assert job_problems({}, spec) == [
         FieldError("spec.jobTemplate", "the rendered Job is invalid: the Job is invalid")
     ]
+
+
+def test_unknown_fields_of_a_strict_dry_run_are_named() -> None:
+    spec = spec_of({"every": "1m", **TEMPLATE})
+    status = {
+        "kind": "Status",
+        "reason": "BadRequest",
+        "code": 400,
+        "message": 'Job in version "v1" cannot be handled as a Job: strict decoding error: '
+        'unknown field "spec.template.spec.containers[0].foo", '
+        'unknown field "spec.template.spec.containerz"',
+    }
+
+    assert job_problems(status, spec) == [
+        FieldError("spec.jobTemplate.spec.template.spec.containers[0].foo", "unknown field"),
+        FieldError("spec.jobTemplate.spec.template.spec.containerz", "unknown field"),
+    ]
+
+
+def test_a_job_that_cannot_be_decoded_names_the_workload() -> None:
+    spec = spec_of({"every": "1m", **CONTAINER})
+    status = {
+        "reason": "BadRequest",
+        "code": 400,
+        "message": 'Job in version "v1" cannot be handled as a Job: quantities must match',
+    }
+
+    assert job_problems(status, spec) == [
+        FieldError("spec.task.container", "the rendered Job is invalid: quantities must match")
+    ]

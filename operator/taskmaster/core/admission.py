@@ -137,20 +137,36 @@ def _workload_field(spec: TaskSpec) -> str:
     return "spec.task.http"
 
 
-# "Job.batch "x" is invalid: spec.template...: Required value" -> the part after the name.
-_STATUS_PREFIX = re.compile(r'^Job(?:\.batch)? "[^"]*" is invalid: ')
+# The API server's wording before the part that matters, for a Job that is
+# invalid (422) or cannot be decoded (400).
+_STATUS_PREFIX = re.compile(
+    r'^(?:Job(?:\.batch)? "[^"]*" is invalid|Job in version "[^"]*" cannot be handled as a Job): '
+)
+_UNKNOWN_FIELD = re.compile(r'unknown field "([^"]+)"')
+
+
+def _causes(status: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(Job field, message) of each cause the Status gives, in its order."""
+    causes = (status.get("details") or {}).get("causes") or []
+    found = [
+        (str(cause.get("field") or ""), str(cause.get("message") or cause.get("reason") or ""))
+        for cause in causes
+        if isinstance(cause, Mapping)
+    ]
+    # Strict decoding names unknown fields only in its message.
+    found += [
+        (field, "unknown field")
+        for field in _UNKNOWN_FIELD.findall(str(status.get("message") or ""))
+    ]
+    return found
 
 
 def job_problems(status: Mapping[str, Any], spec: TaskSpec) -> list[FieldError]:
-    """The task's fields named by the API server's refusal (a 422 Status) of its Job."""
-    causes = (status.get("details") or {}).get("causes") or []
+    """The task's fields named by the API server's refusal (a 400 or 422 Status) of its Job."""
     problems: list[FieldError] = []
-    for cause in causes:
-        if not isinstance(cause, Mapping):
-            continue
-        job_field = str(cause.get("field") or "")
-        message = str(cause.get("message") or cause.get("reason") or "invalid")
+    for job_field, said in _causes(status):
         path = task_field(job_field, spec) if job_field else None
+        message = said or "invalid"
         if path is None:
             # Say which part of the rendered Job it is: the user can still find it.
             path = _workload_field(spec)

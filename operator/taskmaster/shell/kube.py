@@ -185,19 +185,31 @@ class Kube:
         await _json(response)
 
     async def dry_run_job(self, job: Mapping[str, Any], seconds: float) -> dict[str, Any] | None:
-        """Create a Job with dryRun=All: None if the API server would take it, else its 422 Status.
+        """Create a Job with dryRun=All: None if the API server would take it, else its Status.
 
-        Any other refusal (quota, a name in use, a terminating namespace) raises
+        The request goes out as is, past the client's own model validation:
+        the question is what the API server says. Unknown fields are refused
+        (as `kubectl apply` of a Job would), not dropped with a warning. A
+        Status comes back for 400 (cannot be decoded) and 422 (invalid); any
+        other refusal (quota, a name in use, a terminating namespace) raises
         ApiError: those say nothing about whether the Job is well formed.
         """
-        response = await self.batch.create_namespaced_job_without_preload_content(
-            namespace=job["metadata"]["namespace"],
-            body=cast(Any, job),
-            dry_run="All",
-            field_manager=FIELD_MANAGER,
-            _request_timeout=seconds,
+        request = await self.api.param_serialize(
+            method="POST",
+            resource_path="/apis/batch/v1/namespaces/{namespace}/jobs",
+            path_params={"namespace": job["metadata"]["namespace"]},
+            query_params=[
+                ("dryRun", "All"),
+                ("fieldValidation", "Strict"),
+                ("fieldManager", FIELD_MANAGER),
+            ],
+            header_params={"Content-Type": "application/json", "Accept": "application/json"},
+            body=dict(job),
+            auth_settings=["BearerToken"],
         )
-        if response.status == 422:
+        result = await self.api.call_api(*request, _preload_content=False, _request_timeout=seconds)
+        response = result.response
+        if response.status in (400, 422):
             status: dict[str, Any] = json.loads(await response.read())
             return status
         await _json(response)
