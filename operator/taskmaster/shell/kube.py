@@ -1,4 +1,5 @@
-"""The operator's writes to the API server: Jobs, task status, Events.
+"""The operator's writes to the API server: Jobs, task status, Events, and the
+webhook's dry-runs, certificate Secret and caBundle.
 
 The client's generated methods take its model classes; plain dicts serialize
 the same, hence the casts. Its config loaders are untyped.
@@ -70,6 +71,8 @@ class Kube:
         self.batch = client.BatchV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.events = client.EventsV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.admission = client.AdmissionregistrationV1Api(api)
 
     async def close(self) -> None:
         await self.api.close()  # type: ignore[no-untyped-call]
@@ -178,5 +181,87 @@ class Kube:
         }
         response = await self.events.create_namespaced_event_without_preload_content(
             namespace=task.namespace, body=cast(Any, event)
+        )
+        await _json(response)
+
+    async def dry_run_job(self, job: Mapping[str, Any], seconds: float) -> dict[str, Any] | None:
+        """Create a Job with dryRun=All: None if the API server would take it, else its Status.
+
+        The request goes out as is, past the client's own model validation:
+        the question is what the API server says. Unknown fields are refused
+        (as `kubectl apply` of a Job would), not dropped with a warning. A
+        Status comes back for 400 (cannot be decoded) and 422 (invalid); any
+        other refusal (quota, a name in use, a terminating namespace) raises
+        ApiError: those say nothing about whether the Job is well formed.
+        """
+        request = await self.api.param_serialize(
+            method="POST",
+            resource_path="/apis/batch/v1/namespaces/{namespace}/jobs",
+            path_params={"namespace": job["metadata"]["namespace"]},
+            query_params=[
+                ("dryRun", "All"),
+                ("fieldValidation", "Strict"),
+                ("fieldManager", FIELD_MANAGER),
+            ],
+            header_params={"Content-Type": "application/json", "Accept": "application/json"},
+            body=dict(job),
+            auth_settings=["BearerToken"],
+        )
+        result = await self.api.call_api(*request, _preload_content=False, _request_timeout=seconds)
+        response = result.response
+        if response.status in (400, 422):
+            status: dict[str, Any] = json.loads(await response.read())
+            return status
+        await _json(response)
+        return None
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        response = await self.core.read_namespaced_secret_without_preload_content(
+            name=name, namespace=namespace
+        )
+        if response.status == 404:
+            await response.read()
+            return None
+        result: dict[str, Any] = await _json(response)
+        return result
+
+    async def create_secret(self, namespace: str, secret: Mapping[str, Any]) -> bool:
+        """Create a Secret; False when one of that name exists (someone else was first)."""
+        response = await self.core.create_namespaced_secret_without_preload_content(
+            namespace=namespace, body=cast(Any, secret), field_manager=FIELD_MANAGER
+        )
+        await _json(response, expected=(201, 409))
+        return bool(response.status == 201)
+
+    async def replace_secret(self, namespace: str, secret: Mapping[str, Any]) -> bool:
+        """Replace a Secret at the resourceVersion it carries; False on a conflict."""
+        response = await self.core.replace_namespaced_secret_without_preload_content(
+            name=secret["metadata"]["name"],
+            namespace=namespace,
+            body=cast(Any, secret),
+            field_manager=FIELD_MANAGER,
+        )
+        await _json(response, expected=(200, 409))
+        return bool(response.status == 200)
+
+    async def read_webhook_configuration(self, name: str) -> dict[str, Any] | None:
+        api = self.admission
+        response = await api.read_validating_webhook_configuration_without_preload_content(name)
+        if response.status == 404:
+            await response.read()
+            return None
+        result: dict[str, Any] = await _json(response)
+        return result
+
+    async def patch_webhook_configuration(
+        self, name: str, operations: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Apply a JSON patch (RFC 6902) to a ValidatingWebhookConfiguration."""
+        api = self.admission
+        response = await api.patch_validating_webhook_configuration_without_preload_content(
+            name,
+            body=cast(Any, list(operations)),
+            field_manager=FIELD_MANAGER,
+            _content_type="application/json-patch+json",
         )
         await _json(response)

@@ -26,6 +26,8 @@ from taskmaster.shell.kube import Kube, load_configuration
 from taskmaster.shell.leader import LeaderElector, LeaseConfig
 from taskmaster.shell.metrics import Metrics
 from taskmaster.shell.scheduler import Scheduler
+from taskmaster.shell.webhook import Webhook
+from taskmaster.shell.webhook import register as register_webhook
 
 logger = logging.getLogger("taskmaster")
 
@@ -61,9 +63,44 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bind-address", default="0.0.0.0", help="address the ports listen on")  # noqa: S104
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument("--worker-image", help="image that runs task.http")
+    webhook = parser.add_argument_group("validating admission webhook")
+    webhook.add_argument(
+        "--webhook-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve the webhook over HTTPS on --bind-address:PORT (default 0: no webhook)",
+    )
+    webhook.add_argument(
+        "--webhook-cert-dir",
+        metavar="DIR",
+        help="use DIR/tls.crt, DIR/tls.key (and DIR/ca.crt) instead of a self-signed certificate",
+    )
+    webhook.add_argument(
+        "--webhook-secret",
+        default="taskmaster-operator-webhook-tls",
+        metavar="NAME",
+        help="Secret in --lease-namespace holding the self-signed CA and certificate",
+    )
+    webhook.add_argument(
+        "--webhook-dns-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="name (or IP address) in the self-signed certificate (repeatable)",
+    )
+    webhook.add_argument(
+        "--webhook-configuration",
+        metavar="NAME",
+        help="ValidatingWebhookConfiguration whose caBundle the operator keeps current",
+    )
     options = parser.parse_args(argv)
     if not 0 < options.retry_period < options.renew_deadline < options.lease_duration:
         parser.error("need 0 < --retry-period < --renew-deadline < --lease-duration")
+    if not 0 <= options.webhook_port <= 65535:
+        parser.error("--webhook-port must be 0 (off) or a TCP port")
+    if options.webhook_port and not (options.webhook_cert_dir or options.webhook_dns_name):
+        parser.error("--webhook-port needs --webhook-cert-dir or at least one --webhook-dns-name")
     return options
 
 
@@ -150,6 +187,7 @@ class Operator:
         self.scheduler = Scheduler(self.kube, self.metrics, worker_image=options.worker_image)
         self.ready = asyncio.Event()
         self.stop = asyncio.Event()
+        self.webhook = Webhook(options, self.kube) if options.webhook_port else None
         self.elector: LeaderElector | None = None
         if options.leader_elect:
             self.elector = LeaderElector(
@@ -215,6 +253,14 @@ class Operator:
         options = self.options
         registry = kopf.OperatorRegistry()
         register(registry, self.scheduler)
+        operator_settings = settings()
+        background = []
+        if self.webhook is not None:
+            register_webhook(registry, self.kube, options.worker_image)
+            # Every replica serves the webhook, leader or not; kopf's managed
+            # mode stays off: the chart owns the configuration, we its caBundle.
+            operator_settings.admission.server = await self.webhook.start()
+            background.append(asyncio.create_task(self.webhook.maintain(), name="webhook"))
         self.handle_signals()
         runners = [
             await serve_http(
@@ -229,11 +275,11 @@ class Operator:
         kopf_ready = asyncio.Event()
         scope = ", ".join(self.namespaces) or "cluster-wide"
         logger.info("taskmaster-operator %s starting (%s)", self.identity, scope)
-        background = [
+        background += [
             asyncio.create_task(
                 kopf.operator(
                     registry=registry,
-                    settings=settings(),
+                    settings=operator_settings,
                     clusterwide=not self.namespaces,
                     namespaces=self.namespaces,
                     standalone=True,
@@ -268,6 +314,8 @@ class Operator:
         await asyncio.gather(*tasks, return_exceptions=True)
         for runner in runners:
             await runner.cleanup()
+        if self.webhook is not None:
+            self.webhook.close()
         await self.kube.close()
         logger.info("taskmaster-operator %s stopped", self.identity)
 
