@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 TOOLS := .tools/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools cluster-up cluster-down lint fmt test test-unit demo bench bench-quick lock clean
+.PHONY: help venv tools cluster-up cluster-down lint fmt test test-unit demo bench bench-quick lock clean chart-crds
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -34,12 +34,16 @@ cluster-up: tools ## start the local cluster (idempotent); kubeconfig in .cluste
 cluster-down: ## stop the local cluster and every process of it (idempotent)
 	@if [[ -x $(TOOLS)/kwokctl ]]; then hack/cluster.sh down; fi
 
-lint: venv ## ruff, mypy --strict, import-linter, hadolint
+lint: venv tools ## ruff, mypy --strict, import-linter, hadolint, helm lint
 	$(BIN)/ruff check operator tests hack
 	$(BIN)/ruff format --check operator tests hack
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile worker-image/Dockerfile
+	$(TOOLS)/helm lint --strict deploy/helm/taskmaster
+
+chart-crds: ## refresh the Helm chart's copy of crds/
+	cp crds/*.yaml deploy/helm/taskmaster/files/crds/
 
 fmt: venv ## format and fix what ruff can
 	$(BIN)/ruff format operator tests hack
