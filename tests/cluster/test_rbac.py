@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes import client
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.test_failures import (
@@ -42,7 +42,7 @@ from tests.cluster.test_operator import (
 )
 from tests.support import helm
 from tests.support.operator import OperatorProcess
-from tests.support.tasks import CONTAINER, Tasks
+from tests.support.tasks import CONTAINER, GROUP, PLURAL, VERSION, Tasks
 from tests.support.wait import until
 
 pytestmark = pytest.mark.skipif(helm.helm_missing() is not None, reason=str(helm.helm_missing()))
@@ -208,6 +208,7 @@ def test_the_chart_identity_is_the_one_acting_and_is_never_denied(
 def test_the_operator_rules_are_bound_where_the_mode_says(
     release: helm.Release, chart_mode: str, namespace: str, api: client.ApiClient
 ) -> None:
+    """Roles in watched namespaces, a ClusterRole otherwise; the Lease rules at home."""
     rbac = client.RbacAuthorizationV1Api(api)
     roles = [r.metadata.name for r in rbac.list_namespaced_role(namespace).items]
     runtime = rbac.read_namespaced_role(f"{release.fullname}-runtime", release.namespace)
@@ -220,3 +221,149 @@ def test_the_operator_rules_are_bound_where_the_mode_says(
         assert release.fullname not in roles
         assert rbac.read_cluster_role(release.fullname).rules
     assert {tuple(rule.resources) for rule in runtime.rules} == {("leases",)}
+
+
+def test_the_chart_identity_can_do_nothing_else(
+    chart_identity: Path, release: helm.Release, chart_mode: str, other_namespace: str
+) -> None:
+    identity = config.new_client_from_config(config_file=str(chart_identity))
+    core, batch = client.CoreV1Api(identity), client.BatchV1Api(identity)
+    custom = client.CustomObjectsApi(identity)
+    assert _status_code(lambda: core.list_namespaced_secret(release.namespace)) == 403
+    assert _status_code(lambda: core.list_namespaced_config_map(release.namespace)) == 403
+    assert _status_code(core.list_namespace) == 403
+    assert _status_code(
+        lambda: client.CoordinationV1Api(identity).read_namespaced_lease("other", release.namespace)
+    ) == 403  # fmt: skip
+    assert _status_code(lambda: custom.create_namespaced_custom_object(
+        GROUP, VERSION, other_namespace, PLURAL, {"apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ScheduledTask", "metadata": {"name": "x"}, "spec": {}})) == 403  # fmt: skip
+    elsewhere = _status_code(lambda: batch.list_namespaced_job(other_namespace))
+    assert elsewhere == (403 if chart_mode == "watch-namespaces" else 200)
+
+
+# -- people ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def people_release(
+    kubeconfig: Path, namespace: str, release_namespace: str, crds: list[str]
+) -> Iterator[helm.Release]:
+    installed = helm.Release(
+        kubeconfig,
+        helm.unique_release("people"),
+        release_namespace,
+        helm.install_values(watch_namespaces=[namespace]),
+    ).install()
+    yield installed
+    installed.uninstall()
+
+
+@pytest.fixture
+def other_namespace(core_v1: client.CoreV1Api) -> Iterator[str]:
+    name = _new_namespace(core_v1, "tm-other")
+    yield name
+    core_v1.delete_namespace(name, propagation_policy="Background")
+
+
+def _status_code(call: Callable[[], object]) -> int:
+    try:
+        call()
+    except ApiException as error:
+        return int(error.status)
+    return 200
+
+
+@pytest.fixture
+def edit_user(
+    people_release: helm.Release,
+    namespace: str,
+    kubeconfig: Path,
+    api: client.ApiClient,
+    tmp_path: Path,
+) -> client.ApiClient:
+    """A client of a user (a ServiceAccount's token) bound to <fullname>-edit in `namespace`."""
+    user = f"user-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api(api).create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=user))
+    )
+    client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": user},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": f"{people_release.fullname}-edit",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": user, "namespace": namespace}],
+        },
+    )
+    token = helm.mint_token(kubeconfig, namespace, user)
+    return config.new_client_from_config(
+        config_file=str(helm.token_kubeconfig(kubeconfig, token, tmp_path / "user.kubeconfig"))
+    )
+
+
+def test_a_user_bound_to_edit_in_one_namespace_manages_tasks_there_only(
+    edit_user: client.ApiClient, namespace: str, other_namespace: str
+) -> None:
+    user_api = edit_user
+    mine, elsewhere = Tasks(user_api, namespace), Tasks(user_api, other_namespace)
+    custom = client.CustomObjectsApi(user_api)
+    spec = {"schedule": "0 0 * * *", "task": CONTAINER}
+
+    # RBAC takes a moment to see a new binding.
+    until(lambda: _status_code(lambda: mine.create("mine", spec)) == 200, timeout=10,
+          message="the user can create tasks")  # fmt: skip
+    mine.patch("mine", {"spec": {"suspend": True}})
+    assert mine.get("mine")["spec"]["suspend"] is True
+    assert (
+        custom.get_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, "mine")[
+            "metadata"
+        ]["name"]
+        == "mine"
+    )
+    assert [t["metadata"]["name"] for t in
+            custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+            ] == ["mine"]  # fmt: skip
+
+    # The status is the operator's; Jobs and other namespaces are not the user's.
+    assert _status_code(lambda: custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, "mine", {"status": {"phase": "Completed"}}
+    )) == 403  # fmt: skip
+    assert _status_code(lambda: client.BatchV1Api(user_api).list_namespaced_job(namespace)) == 403
+    assert _status_code(lambda: elsewhere.create("theirs", spec)) == 403
+    assert _status_code(lambda: custom.list_namespaced_custom_object(
+        GROUP, VERSION, other_namespace, PLURAL)) == 403  # fmt: skip
+    assert _status_code(
+        lambda: custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+    ) == 403  # fmt: skip
+
+    mine.delete("mine")
+    assert _status_code(lambda: mine.get("mine")) == 404
+
+
+def _grants(role: client.V1ClusterRole, verb: str) -> bool:
+    return any(
+        "taskmaster.dev" in (rule.api_groups or [])
+        and "scheduledtasks" in (rule.resources or [])
+        and verb in rule.verbs
+        for rule in role.rules or []
+    )
+
+
+def test_the_built_in_roles_aggregate_the_chart_roles(
+    people_release: helm.Release, api: client.ApiClient, kubeconfig: Path
+) -> None:
+    rbac = client.RbacAuthorizationV1Api(api)
+    # kube-controller-manager's clusterrole-aggregation controller fills them.
+    for built_in, verb in (("view", "watch"), ("edit", "create"), ("admin", "delete")):
+        until(
+            lambda built_in=built_in, verb=verb: _grants(rbac.read_cluster_role(built_in), verb),
+            timeout=30,
+            message=f"the built-in {built_in} role granting {verb} on scheduledtasks",
+        )
+    assert not _grants(rbac.read_cluster_role("view"), "create")
+    edit = rbac.read_cluster_role(f"{people_release.fullname}-edit")
+    assert edit.metadata.labels["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
