@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 TOOLS := .tools/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools cluster-up cluster-down lint fmt test test-unit demo bench bench-quick lock docs clean
+.PHONY: help venv tools cluster-up cluster-down lint fmt test test-unit demo bench bench-quick lock docs argocd-cm chart-crds clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -34,12 +34,15 @@ cluster-up: tools ## start the local cluster (idempotent); kubeconfig in .cluste
 cluster-down: ## stop the local cluster and every process of it (idempotent)
 	@if [[ -x $(TOOLS)/kwokctl ]]; then hack/cluster.sh down; fi
 
-lint: venv ## ruff, mypy --strict, import-linter, hadolint
+lint: venv ## ruff, mypy --strict, import-linter, hadolint (helm lint runs in the chart tests)
 	$(BIN)/ruff check operator tests hack
 	$(BIN)/ruff format --check operator tests hack
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile worker-image/Dockerfile
+
+chart-crds: ## refresh the Helm chart's copy of crds/
+	cp crds/*.yaml deploy/helm/taskmaster/files/crds/
 
 fmt: venv ## format and fix what ruff can
 	$(BIN)/ruff format operator tests hack
@@ -54,7 +57,6 @@ test-unit: venv ## the tests that need no cluster
 demo: tools venv ## the operator on the local cluster, running the examples, with a live view
 	hack/demo.sh
 
-.PHONY: argocd-cm
 argocd-cm: venv ## regenerate deploy/argocd/argocd-cm.yaml from the Argo CD Lua scripts
 	$(BIN)/python hack/argocd_cm.py
 

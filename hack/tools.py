@@ -30,6 +30,9 @@ KUBERNETES_VERSION = "v1.36.1"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.22.0"
+# CRDs of other projects that the chart's optional objects need on a test server.
+PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
+CERT_MANAGER_VERSION = "v1.19.1"
 
 
 # etcd's main package is its module root, whose last element is "v3".
@@ -102,6 +105,32 @@ COMPONENTS = (
         module="helm.sh/helm/v3",
         version=HELM_VERSION,
         packages=("helm.sh/helm/v3/cmd/helm",),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Manifests:
+    """Files (CRDs) taken as published from a Go module's source."""
+
+    name: str
+    module: str
+    version: str
+    files: tuple[str, ...]
+
+
+MANIFESTS = (
+    Manifests(
+        name="prometheus-operator",
+        module="github.com/prometheus-operator/prometheus-operator",
+        version=PROMETHEUS_OPERATOR_VERSION,
+        files=("example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",),
+    ),
+    Manifests(
+        name="cert-manager",
+        module="github.com/cert-manager/cert-manager",
+        version=CERT_MANAGER_VERSION,
+        files=("deploy/crds/cert-manager.io_certificates.yaml",),
     ),
 )
 
@@ -192,6 +221,33 @@ def build(component: Component, cache: Path) -> Path:
     return bindir
 
 
+def fetch(manifests: Manifests, cache: Path) -> Path:
+    """The module's files, copied into the cache once."""
+    home = cache / f"{manifests.name}-{manifests.version}-manifests"
+    marker = home / ".complete"
+    if marker.exists():
+        log(f"{manifests.name} {manifests.version} manifests: cached in {home}")
+        return home
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    info = json.loads(
+        go("mod", "download", "-json", f"{manifests.module}@{manifests.version}", cwd=home)
+    )
+    for name in manifests.files:
+        shutil.copyfile(Path(info["Dir"]) / name, home / Path(name).name)
+    marker.write_text(f"{time.time()}\n")
+    log(f"{manifests.name} {manifests.version} manifests: fetched into {home}")
+    return home
+
+
+def link_all(source: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in sorted(p.name for p in source.iterdir() if not p.name.startswith(".")):
+        link = target / name
+        link.unlink(missing_ok=True)
+        link.symlink_to(source / name)
+
+
 def default_cache() -> Path:
     if "TASKMASTER_CACHE" in os.environ:
         return Path(os.environ["TASKMASTER_CACHE"])
@@ -206,17 +262,17 @@ def main() -> int:
     parser.add_argument("--versions", action="store_true", help="print the pinned versions")
     args = parser.parse_args()
     if args.versions:
-        for component in COMPONENTS:
-            print(f"{component.name}={component.version}")
+        for item in (*COMPONENTS, *MANIFESTS):
+            print(f"{item.name}={item.version}")
         return 0
-    args.bin.mkdir(parents=True, exist_ok=True)
     for component in COMPONENTS:
-        bindir = build(component, args.cache)
-        for binary in sorted(p.name for p in bindir.iterdir()):
-            link = args.bin / binary
-            link.unlink(missing_ok=True)
-            link.symlink_to(bindir / binary)
+        link_all(build(component, args.cache), args.bin)
     log(f"linked into {args.bin}")
+    # Next to bin/: .tools/crds/ by default.
+    crds = args.bin.parent / "crds"
+    for manifests in MANIFESTS:
+        link_all(fetch(manifests, args.cache), crds)
+    log(f"linked into {crds}")
     return 0
 
 

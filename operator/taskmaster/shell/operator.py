@@ -137,6 +137,10 @@ def settings() -> kopf.OperatorSettings:
     # Leader election is ours (a Lease); kopf's peering and its own Events are off.
     settings.peering.standalone = True
     settings.posting.enabled = False
+    # The resources are known and the namespaces given by exact name: no need
+    # for kopf to list and watch namespaces and CRDs (and for RBAC to allow it,
+    # cluster-wide). A CRD installed after the start is found on a restart.
+    settings.scanning.disabled = True
     # Only TaskMaster's Jobs are of interest: filter on the server.
     settings.watching.label_selectors["batch", "jobs"] = LABEL_TASK
     settings.watching.label_selectors["v1", "pods"] = LABEL_TASK

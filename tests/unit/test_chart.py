@@ -1,0 +1,395 @@
+"""The Helm chart rendered without a cluster: lint, security, RBAC shape, schema, CRD copy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from taskmaster.shell.operator import parse_args
+from tests.support import helm
+
+pytestmark = pytest.mark.skipif(helm.helm_missing() is not None, reason=str(helm.helm_missing()))
+
+CRDS = helm.ROOT / "crds"
+RBAC_KINDS = ("Role", "ClusterRole")
+
+
+def rules_of(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"{obj['kind']} {obj['metadata']['name']}", rule)
+        for obj in objects
+        if obj["kind"] in RBAC_KINDS
+        for rule in obj.get("rules") or []
+    ]
+
+
+def find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind} {name}: {len(found)} found"
+    return found[0]
+
+
+def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (deployment,) = helm.of_kind(objects, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+@pytest.fixture(scope="module")
+def default() -> list[dict[str, Any]]:
+    return helm.template()
+
+
+@pytest.mark.parametrize(
+    "values", [None, *helm.CI_VALUES], ids=lambda v: v.name if v else "default"
+)
+def test_helm_lint_strict_is_clean(values: Path | None) -> None:
+    args = ["lint", "--strict", helm.CHART]
+    if values:
+        args += ["--values", values]
+    output = helm.helm(*args)
+    assert "0 chart(s) failed" in output
+    assert "[WARNING]" not in output
+    assert "[ERROR]" not in output
+
+
+def test_there_are_ci_values_files() -> None:
+    names = {path.name for path in helm.CI_VALUES}
+    assert {"watch-namespaces-values.yaml", "monitoring-values.yaml"} <= names
+
+
+def test_the_chart_copy_of_the_crd_is_the_crd(default: list[dict[str, Any]]) -> None:
+    copies = sorted((helm.CHART / "files" / "crds").glob("*.yaml"))
+    sources = sorted(CRDS.glob("*.yaml"))
+    assert [p.name for p in copies] == [p.name for p in sources], "run `make chart-crds`"
+    for copy, source in zip(copies, sources, strict=True):
+        assert copy.read_bytes() == source.read_bytes(), (
+            f"{copy.name} differs: run `make chart-crds`"
+        )
+    # And the template renders it unchanged but for the chart's labels and the keep policy.
+    rendered = {
+        crd["metadata"]["name"]: crd for crd in helm.of_kind(default, "CustomResourceDefinition")
+    }
+    for source in sources:
+        original = yaml.safe_load(source.read_text())
+        crd = rendered[original["metadata"]["name"]]
+        assert crd["spec"] == original["spec"]
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert original["metadata"]["labels"].items() <= crd["metadata"]["labels"].items()
+        assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+
+
+def test_crds_can_be_left_out_or_not_kept() -> None:
+    assert not helm.of_kind(helm.template({"crds": {"install": False}}), "CustomResourceDefinition")
+    (crd,) = helm.of_kind(helm.template({"crds": {"keep": False}}), "CustomResourceDefinition")
+    assert "helm.sh/resource-policy" not in (crd["metadata"].get("annotations") or {})
+
+
+def test_the_operator_pod_is_restricted_and_probed(default: list[dict[str, Any]]) -> None:
+    (deployment,) = helm.of_kind(default, "Deployment")
+    spec = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["replicas"] == 2
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = operator_container(default)
+    security = container["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]  # noqa: S108
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]["memory"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081, "webhook": 9443}
+    assert [c["topologyKey"] for c in spec["topologySpreadConstraints"]] == [
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    ]
+    assert container["image"] == "ghcr.io/taskmaster-dev/taskmaster-operator:0.1.0"
+
+
+def test_the_operator_arguments(default: list[dict[str, Any]]) -> None:
+    args = operator_container(default)["args"]
+    fullname, namespace = "taskmaster", "taskmaster-system"
+    for expected in (
+        "--leader-elect",
+        "--lease-namespace=$(POD_NAMESPACE)",
+        "--log-format=json",
+        "--metrics-port=8080",
+        "--health-port=8081",
+        "--worker-image=ghcr.io/taskmaster-dev/taskmaster-worker:0.1.0",
+        "--webhook-port=9443",
+        f"--webhook-secret={fullname}-webhook-tls",
+        f"--webhook-dns-name={fullname}-webhook.{namespace}.svc",
+        f"--webhook-dns-name={fullname}-webhook.{namespace}.svc.cluster.local",
+        f"--webhook-configuration={fullname}",
+    ):
+        assert expected in args
+    assert not any(arg.startswith("--namespace") for arg in args)
+    env = {
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in operator_container(default)["env"]
+    }
+    assert env == {"POD_NAMESPACE": "metadata.namespace", "POD_NAME": "metadata.name"}
+
+    namespaced = operator_container(helm.template({"watchNamespaces": ["a", "b"]}))["args"]
+    assert [a for a in namespaced if a.startswith("--namespace")] == [
+        "--namespace=a",
+        "--namespace=b",
+    ]
+
+
+def test_the_operator_parses_the_arguments_the_chart_gives(default: list[dict[str, Any]]) -> None:
+    args = [
+        arg.replace("$(POD_NAMESPACE)", "taskmaster-system")
+        for arg in operator_container(helm.template({"webhook": {"enabled": False}}))["args"]
+    ]
+    options = parse_args(args)
+    assert options.leader_elect
+    assert options.lease_namespace == "taskmaster-system"
+    assert options.log_format == "json"
+
+
+def test_no_wildcards_in_any_rule() -> None:
+    for values in (None, {"watchNamespaces": ["a"]}, *map(yaml_file, helm.CI_VALUES)):
+        for owner, rule in rules_of(helm.template(values)):
+            for key in ("apiGroups", "resources", "verbs", "resourceNames"):
+                assert "*" not in (rule.get(key) or []), (owner, rule)
+            assert "nonResourceURLs" not in rule, (owner, rule)
+
+
+def yaml_file(path: Path) -> dict[str, Any]:
+    values: dict[str, Any] = yaml.safe_load(path.read_text())
+    return values
+
+
+def test_the_operator_rules_are_exactly_what_it_does(default: list[dict[str, Any]]) -> None:
+    operator = find(default, "ClusterRole", "taskmaster")
+    granted = {
+        (group, resource, verb)
+        for rule in operator["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert granted == {
+        ("taskmaster.dev", "scheduledtasks", "list"),
+        ("taskmaster.dev", "scheduledtasks", "watch"),
+        ("taskmaster.dev", "scheduledtasks/status", "patch"),
+        ("taskmaster.dev", "scheduledtasks/finalizers", "update"),
+        ("batch", "jobs", "list"),
+        ("batch", "jobs", "watch"),
+        ("batch", "jobs", "create"),
+        ("batch", "jobs", "delete"),
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+        ("events.k8s.io", "events", "create"),
+    }
+
+
+def test_the_lease_and_the_secret_are_ruled_by_name_in_the_release_namespace(
+    default: list[dict[str, Any]],
+) -> None:
+    runtime = find(default, "Role", "taskmaster-runtime")
+    assert runtime["metadata"]["namespace"] == "taskmaster-system"
+    by_resource: dict[str, list[dict[str, Any]]] = {}
+    for rule in runtime["rules"]:
+        (resource,) = rule["resources"]
+        by_resource.setdefault(resource, []).append(rule)
+    assert set(by_resource) == {"leases", "secrets"}
+    for resource, name in (
+        ("leases", "taskmaster-operator"),
+        ("secrets", "taskmaster-webhook-tls"),
+    ):
+        # A create cannot be limited to a name; everything else is.
+        unnamed, named = sorted(by_resource[resource], key=lambda r: "resourceNames" in r)
+        assert unnamed["verbs"] == ["create"]
+        assert named["resourceNames"] == [name]
+        assert named["verbs"] == ["get", "update"]
+    webhook = find(default, "ClusterRole", "taskmaster-webhook")
+    assert webhook["rules"] == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingwebhookconfigurations"],
+            "resourceNames": ["taskmaster"],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    # No webhook, no Secret or webhook rules; no election, no Lease rules.
+    bare = helm.template(
+        {"webhook": {"enabled": False}, "leaderElection": {"enabled": False}, "replicas": 1}
+    )
+    assert not [o for o in bare if o["kind"] == "Role"]
+    assert not [o for o in bare if o["metadata"]["name"] == "taskmaster-webhook"]
+    manager = helm.template(
+        {"webhook": {"certManager": {"enabled": True, "issuerRef": {"name": "ca"}}}}
+    )
+    assert [r["resources"] for r in find(manager, "Role", "taskmaster-runtime")["rules"]] == [
+        ["leases"],
+        ["leases"],
+    ]
+
+
+def test_watch_namespaces_render_roles_instead_of_cluster_roles() -> None:
+    objects = helm.template({"watchNamespaces": ["team-a", "team-b"]})
+    roles = {
+        (o["metadata"]["namespace"], o["metadata"]["name"]) for o in helm.of_kind(objects, "Role")
+    }
+    assert roles == {
+        ("team-a", "taskmaster"),
+        ("team-b", "taskmaster"),
+        ("taskmaster-system", "taskmaster-runtime"),
+    }
+    for binding in helm.of_kind(objects, "RoleBinding"):
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "taskmaster", "namespace": "taskmaster-system"}
+        ]
+    # The only ClusterRoles left: the webhook's own configuration and people's roles.
+    cluster_roles = {o["metadata"]["name"] for o in helm.of_kind(objects, "ClusterRole")}
+    assert cluster_roles == {"taskmaster-webhook", "taskmaster-view", "taskmaster-edit"}
+    (webhook,) = helm.of_kind(objects, "ValidatingWebhookConfiguration")
+    selector = webhook["webhooks"][0]["namespaceSelector"]["matchExpressions"]
+    assert selector == [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]}
+    ]
+
+
+def test_people_roles_aggregate_into_the_built_in_ones(default: list[dict[str, Any]]) -> None:
+    view = find(default, "ClusterRole", "taskmaster-view")
+    edit = find(default, "ClusterRole", "taskmaster-edit")
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    for role in (view, edit):
+        writes = {
+            verb
+            for rule in role["rules"]
+            if "scheduledtasks/status" in rule["resources"]
+            for verb in rule["verbs"]
+        }
+        assert writes <= {"get", "list", "watch"}, "the status is the operator's"
+
+
+def test_the_webhook_configuration(default: list[dict[str, Any]]) -> None:
+    (configuration,) = helm.of_kind(default, "ValidatingWebhookConfiguration")
+    assert configuration["metadata"]["name"] == "taskmaster"
+    (webhook,) = configuration["webhooks"]
+    assert webhook["name"] == "validate.scheduledtasks.taskmaster.dev"
+    assert webhook["sideEffects"] == "None"
+    assert webhook["admissionReviewVersions"] == ["v1"]
+    assert webhook["failurePolicy"] == "Ignore"
+    assert webhook["timeoutSeconds"] == 5
+    assert "caBundle" not in webhook["clientConfig"]
+    assert webhook["clientConfig"]["service"] == {
+        "name": "taskmaster-webhook",
+        "namespace": "taskmaster-system",
+        "path": "/validate-scheduledtask",
+        "port": 443,
+    }
+    (rule,) = webhook["rules"]
+    assert (rule["apiGroups"], rule["apiVersions"], rule["resources"]) == (
+        ["taskmaster.dev"],
+        ["v1"],
+        ["scheduledtasks"],
+    )
+    assert rule["operations"] == ["CREATE", "UPDATE"]
+    service = find(default, "Service", "taskmaster-webhook")
+    assert service["spec"]["ports"] == [
+        {"name": "https", "port": 443, "targetPort": "webhook", "protocol": "TCP"}
+    ]
+
+    (by_url,) = helm.of_kind(
+        helm.template({"webhook": {"url": "https://127.0.0.1:9443"}}),
+        "ValidatingWebhookConfiguration",
+    )
+    assert by_url["webhooks"][0]["clientConfig"] == {
+        "url": "https://127.0.0.1:9443/validate-scheduledtask"
+    }
+    off = helm.template({"webhook": {"enabled": False}})
+    assert not helm.of_kind(off, "ValidatingWebhookConfiguration")
+    assert not any(a.startswith("--webhook") for a in operator_container(off)["args"])
+
+
+def test_cert_manager_issues_the_webhook_certificate() -> None:
+    objects = helm.template(
+        {
+            "webhook": {
+                "certManager": {"enabled": True, "issuerRef": {"name": "ca", "kind": "Issuer"}}
+            }
+        }
+    )
+    (certificate,) = helm.of_kind(objects, "Certificate")
+    assert certificate["spec"]["secretName"] == "taskmaster-webhook-tls"
+    assert certificate["spec"]["issuerRef"]["name"] == "ca"
+    assert "taskmaster-webhook.taskmaster-system.svc" in certificate["spec"]["dnsNames"]
+    (configuration,) = helm.of_kind(objects, "ValidatingWebhookConfiguration")
+    assert configuration["metadata"]["annotations"] == {
+        "cert-manager.io/inject-ca-from": "taskmaster-system/taskmaster-webhook"
+    }
+    container = operator_container(objects)
+    assert "--webhook-cert-dir=/etc/taskmaster/webhook" in container["args"]
+    assert not any(a.startswith("--webhook-secret") for a in container["args"])
+    with pytest.raises(RuntimeError, match=r"issuerRef\.name is required"):
+        helm.template({"webhook": {"certManager": {"enabled": True}}})
+
+
+def test_optional_objects_are_off_by_default(default: list[dict[str, Any]]) -> None:
+    kinds = {o["kind"] for o in default}
+    assert not kinds & {"PodDisruptionBudget", "ServiceMonitor", "NetworkPolicy", "Certificate"}
+    everything = helm.template(values_files=[helm.CHART / "ci" / "monitoring-values.yaml"])
+    assert {"PodDisruptionBudget", "ServiceMonitor", "NetworkPolicy"} <= {
+        o["kind"] for o in everything
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"replica": 3}, "additional properties 'replica' not allowed"),
+        ({"webhook": {"failurePolicy": "Sometimes"}}, "failurePolicy"),
+        ({"webhook": {"tls": True}}, "additional properties 'tls' not allowed"),
+        ({"crds": {"install": "yes"}}, "install"),
+        ({"watchNamespaces": ["Not_A_Name"]}, "watchNamespaces"),
+        ({"webhook": {"url": "http://insecure:9443"}}, "url"),
+        ({"leaderElection": {"enabled": False}}, "more than one replica needs leaderElection"),
+    ],
+)
+def test_the_schema_refuses_unknown_keys_and_bad_values(
+    values: dict[str, Any], complaint: str
+) -> None:
+    with pytest.raises(RuntimeError, match=complaint):
+        helm.template(values)
+
+
+def test_a_long_release_name_keeps_every_name_within_63_characters() -> None:
+    objects = helm.template(release="r" * 53)
+    for obj in objects:
+        assert len(obj["metadata"]["name"]) <= 63, obj["metadata"]["name"]
+
+
+def test_notes_and_readme_tell_argo_cd_to_ignore_the_ca_bundle() -> None:
+    assert "ignoreDifferences" in (helm.CHART / "README.md").read_text()
+    assert "caBundle" in (helm.CHART / "templates" / "NOTES.txt").read_text()
+
+
+def leaves(values: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            keys += leaves(value, f"{prefix}{key}.")
+        else:
+            keys.append(prefix + key)
+    return keys
+
+
+def test_the_readme_documents_every_value() -> None:
+    readme = (helm.CHART / "README.md").read_text()
+    values = yaml.safe_load((helm.CHART / "values.yaml").read_text())
+    missing = [key for key in leaves(values) if f"| `{key}` |" not in readme]
+    assert not missing, f"not in the README's values table: {missing}"
