@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from taskmaster.core.decide import Plan
-from taskmaster.core.names import TaskRef
+from taskmaster.core.names import Run, TaskRef
+from taskmaster.core.render import render_job, rfc3339
 from taskmaster.shell.metrics import Metrics
 from taskmaster.shell.scheduler import Scheduler, Task
 
@@ -55,3 +58,61 @@ def test_a_replica_that_stops_scheduling_drops_every_task_series() -> None:
 
     names = ("active_runs", "next_schedule_time_seconds", "last_schedule_time_seconds")
     assert all(_series(metrics, f"taskmaster_{name}") == [] for name in names)
+
+
+class _RacingKube:
+    """The API as the scheduler sees it while a Job finishes during a status write."""
+
+    def __init__(self) -> None:
+        self.during_patch: Callable[[], None] = lambda: None
+        self.deleted: list[str] = []
+        self.status: dict[str, Any] = {}
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Any:
+        self.during_patch()
+        self.during_patch = lambda: None
+        self.status = status
+        return {}
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        self.deleted.append(name)
+
+    async def post_event(self, *_: Any) -> None:
+        pass
+
+
+def test_a_job_that_finishes_while_the_status_is_written_is_recorded_not_deleted() -> None:
+    kube = _RacingKube()
+    scheduler = Scheduler(cast(Any, kube), Metrics())
+    created = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
+    ref = TaskRef("ns", "t", "uid")
+    task = {
+        "metadata": {
+            "namespace": "ns",
+            "name": "t",
+            "uid": "uid",
+            "generation": 1,
+            "resourceVersion": "1",
+            "creationTimestamp": rfc3339(created),
+        },
+        "spec": {"every": "1h", "jobTemplate": {"spec": {"template": {"spec": {}}}}},
+    }
+    scheduler.task_event("ADDED", task)
+    scheduler.tasks["ns/t"].parse()
+    spec = scheduler.tasks["ns/t"].spec
+    assert spec is not None
+    job = render_job(ref, spec, Run(created + timedelta(seconds=10)))
+    job["metadata"]["resourceVersion"] = "2"
+    scheduler.job_event("ADDED", job)
+    finished = {
+        **job,
+        "metadata": {**job["metadata"], "resourceVersion": "3"},
+        "status": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1},
+    }
+    kube.during_patch = lambda: scheduler.job_event("MODIFIED", finished)
+
+    asyncio.run(scheduler.reconcile("ns/t"))
+    asyncio.run(scheduler.reconcile("ns/t"))
+
+    assert kube.deleted == []
+    assert [entry["jobName"] for entry in kube.status["history"]] == [job["metadata"]["name"]]

@@ -340,11 +340,15 @@ class Scheduler:
         for run in plan.create:
             records += await self._start(task, task.spec, run, jobs)
         ns = task.ref.namespace
+        # Job events keep arriving while the status is written: what expires is
+        # judged on the Jobs the written history was computed from, or a Job that
+        # finished meanwhile would be deleted before its run is recorded.
+        observed_jobs = [job.with_pod(self.pods.get((ns, job.name))) for job in jobs.values()]
         update = await self._write_status(
             task,
             Observation(
                 spec=task.spec,
-                jobs=[job.with_pod(self.pods.get((ns, job.name))) for job in jobs.values()],
+                jobs=observed_jobs,
                 now=now,
                 generation=task.generation,
                 records=records,
@@ -353,7 +357,7 @@ class Scheduler:
                 run_now_token=plan.run_now_token,
             ),
         )
-        for name in expired_jobs(jobs.values(), task.spec, update.get("history") or ()):
+        for name in expired_jobs(observed_jobs, task.spec, update.get("history") or ()):
             self._fence(f"deleting Job {name}")
             await self.kube.delete_job(task.ref.namespace, name)
             jobs.pop(name, None)
