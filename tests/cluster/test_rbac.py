@@ -8,6 +8,14 @@ are (imported below, so pytest collects them in this module, where the
 (Roles) and once cluster-wide (ClusterRoles). Afterwards the API server's
 audit log must show that the identity made requests and none was denied.
 
+With `watchNamespaces` the chart's validating webhook is on too, as the chart
+would run it but for where the API server finds it: `webhook.url` points at the
+test's operator process on 127.0.0.1, `failurePolicy: Fail`, the chart's
+namespaceSelector keeping it to the test's namespace. The operator gets the
+webhook flags the chart gives its pods (the Secret, the configuration) and
+makes its certificate, fills `caBundle` and dry-runs Jobs on the chart's
+identity alone.
+
 In the cluster-wide mode the operator process still watches the test's
 namespace only: a cluster-wide operator on a shared cluster would act on
 every other test's tasks. The rules it exercises are the same ClusterRole's.
@@ -19,12 +27,17 @@ and admin roles include the chart's rules.
 
 from __future__ import annotations
 
+import base64
 import re
+import ssl
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -41,8 +54,8 @@ from tests.cluster.test_operator import (
     test_run_now_runs_once_per_token,
 )
 from tests.support import helm
-from tests.support.operator import OperatorProcess
-from tests.support.tasks import CONTAINER, GROUP, PLURAL, VERSION, Tasks
+from tests.support.operator import OperatorProcess, free_port
+from tests.support.tasks import CONTAINER, GROUP, PLURAL, VERSION, Tasks, job_template
 from tests.support.wait import until
 
 pytestmark = pytest.mark.skipif(helm.helm_missing() is not None, reason=str(helm.helm_missing()))
@@ -61,6 +74,14 @@ REPLAYED = (
 )
 
 FORBIDDEN_IN_LOG = re.compile(r"\b403\b|[Ff]orbidden")
+
+# The mode with the chart's webhook on. Only there: the chart's configuration
+# of a cluster-wide install has no namespaceSelector, so with failurePolicy
+# Fail it would validate (and, while the test's operator is down, refuse)
+# every other test's tasks on the shared cluster.
+WEBHOOK_MODE = "watch-namespaces"
+CHART_WEBHOOK = "validate.scheduledtasks.taskmaster.dev"
+DENIED = f'admission webhook "{CHART_WEBHOOK}" denied the request'
 
 
 def _new_namespace(core_v1: client.CoreV1Api, prefix: str) -> str:
@@ -88,15 +109,44 @@ def chart_mode(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def webhook_port() -> int:
+    """Where the test's operator serves the chart's webhook (WEBHOOK_MODE only)."""
+    return free_port()
+
+
+@pytest.fixture
 def release(
-    kubeconfig: Path, namespace: str, release_namespace: str, crds: list[str], chart_mode: str
+    kubeconfig: Path,
+    namespace: str,
+    release_namespace: str,
+    crds: list[str],
+    chart_mode: str,
+    *,
+    webhook_port: int,
+    request: pytest.FixtureRequest,
 ) -> Iterator[helm.Release]:
+    webhook = chart_mode == WEBHOOK_MODE
+    if (
+        webhook
+        and request.function is test_invalid_specs_that_get_in_are_reported_and_others_keep_running
+    ):
+        pytest.skip(
+            "the webhook (failurePolicy Fail) refuses the invalid specs this test lets in: "
+            "test_the_webhook_runs_on_the_chart_identity shows that; the cluster-wide "
+            "mode runs this test"
+        )
     watched = [namespace] if chart_mode == "watch-namespaces" else []
     installed = helm.Release(
         kubeconfig,
         helm.unique_release("rbac"),
         release_namespace,
-        helm.install_values(watch_namespaces=watched),
+        helm.install_values(
+            watch_namespaces=watched,
+            webhook=webhook,
+            # The base URL: the chart appends /validate-scheduledtask.
+            webhook_url=f"https://127.0.0.1:{webhook_port}",
+            failure_policy="Fail",
+        ),
     ).install()
     yield installed
     installed.uninstall()
@@ -144,22 +194,124 @@ def check_nothing_denied(
     return "\n".join(f"{count:6d}  {request}" for request, count in sorted(counts.items()))
 
 
+class ServingOperator(OperatorProcess):
+    """An operator serving the chart's webhook: started once the API server can call it.
+
+    With failurePolicy Fail, a task written before the operator has published
+    its CA in the configuration (or before it serves) would be refused.
+    """
+
+    def __init__(self, webhook: ChartWebhook, *args: Any) -> None:
+        super().__init__(*args)
+        self.webhook = webhook
+
+    def start(self) -> ServingOperator:
+        super().start()
+        self.webhook.wait_serving()
+        return self
+
+
+@dataclass
+class ChartWebhook:
+    """The chart's ValidatingWebhookConfiguration and Secret, served by the test's operator."""
+
+    api: client.ApiClient
+    release: helm.Release
+    port: int
+
+    @property
+    def secret(self) -> str:
+        return f"{self.release.fullname}-webhook-tls"
+
+    @property
+    def configuration(self) -> str:
+        return self.release.fullname
+
+    def operator_args(self) -> list[str]:
+        """What the chart passes its pods, but for the name the API server calls here."""
+        return [
+            *("--webhook-port", str(self.port)),
+            *("--webhook-secret", self.secret),
+            *("--webhook-dns-name", "127.0.0.1"),
+            *("--webhook-configuration", self.configuration),
+        ]
+
+    def ca_bundle(self) -> str | None:
+        admission = client.AdmissionregistrationV1Api(self.api)
+        configuration = admission.read_validating_webhook_configuration(self.configuration)
+        bundle: str | None = configuration.webhooks[0].client_config.ca_bundle
+        return bundle
+
+    def secret_data(self) -> dict[str, str] | None:
+        try:
+            secret = client.CoreV1Api(self.api).read_namespaced_secret(
+                self.secret, self.release.namespace
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        data: dict[str, str] = secret.data
+        return data
+
+    def served_certificate(self) -> bytes | None:
+        try:
+            pem = ssl.get_server_certificate(("127.0.0.1", self.port), timeout=2)
+        except OSError:
+            return None
+        return ssl.PEM_cert_to_DER_cert(pem)
+
+    def wait_serving(self) -> None:
+        """Until caBundle is the Secret's CA and the server presents the Secret's certificate."""
+
+        def published() -> bool:
+            data = self.secret_data()
+            return data is not None and self.ca_bundle() == data["ca.crt"]
+
+        until(published, timeout=30, message=f"caBundle of {self.configuration} filled")
+        data = self.secret_data() or {}
+        certificate = ssl.PEM_cert_to_DER_cert(base64.b64decode(data["tls.crt"]).decode())
+        until(
+            lambda: self.served_certificate() == certificate,
+            timeout=30,
+            message=f"webhook serving on port {self.port}",
+        )
+
+
+@pytest.fixture
+def chart_webhook(
+    api: client.ApiClient, release: helm.Release, chart_mode: str, webhook_port: int
+) -> ChartWebhook | None:
+    return ChartWebhook(api, release, webhook_port) if chart_mode == WEBHOOK_MODE else None
+
+
 @pytest.fixture
 def operators(
     chart_identity: Path,
     namespace: str,
     release: helm.Release,
+    chart_webhook: ChartWebhook | None,
+    *,
     audit: helm.AuditLog | None,
     request: pytest.FixtureRequest,
 ) -> Iterator[Callable[..., OperatorProcess]]:
-    """Operator processes on the chart's identity, their Lease in the release namespace."""
+    """Operator processes on the chart's identity, their Lease in the release namespace.
+
+    With the chart's webhook on, each serves it as the chart's pods would, on
+    the one port the configuration names: the replayed tests run one operator
+    at a time.
+    """
     started: list[OperatorProcess] = []
 
     def make(*args: str) -> OperatorProcess:
-        process = OperatorProcess(
-            chart_identity,
-            chart_identity.parent / f"operator-{len(started)}.log",
-            ["--namespace", namespace, "--lease-namespace", release.namespace, *args],
+        log = chart_identity.parent / f"operator-{len(started)}.log"
+        base = ["--namespace", namespace, "--lease-namespace", release.namespace, *args]
+        process = (
+            OperatorProcess(chart_identity, log, base)
+            if chart_webhook is None
+            else ServingOperator(
+                chart_webhook, chart_identity, log, [*base, *chart_webhook.operator_args()]
+            )
         )
         started.append(process)
         return process
@@ -220,7 +372,13 @@ def test_the_operator_rules_are_bound_where_the_mode_says(
     else:
         assert release.fullname not in roles
         assert rbac.read_cluster_role(release.fullname).rules
-    assert {tuple(rule.resources) for rule in runtime.rules} == {("leases",)}
+    # The webhook's Secret next to the Lease; its configuration, cluster-scoped, by name.
+    webhook = chart_mode == WEBHOOK_MODE
+    expected = {("leases",), ("secrets",)} if webhook else {("leases",)}
+    assert {tuple(rule.resources) for rule in runtime.rules} == expected
+    if webhook:
+        (rule,) = rbac.read_cluster_role(f"{release.fullname}-webhook").rules
+        assert rule.resource_names == [release.fullname]
 
 
 def test_the_chart_identity_can_do_nothing_else(
@@ -230,6 +388,13 @@ def test_the_chart_identity_can_do_nothing_else(
     core, batch = client.CoreV1Api(identity), client.BatchV1Api(identity)
     custom = client.CustomObjectsApi(identity)
     assert _status_code(lambda: core.list_namespaced_secret(release.namespace)) == 403
+    # The webhook's Secret and configuration (WEBHOOK_MODE) are the only ones it may touch.
+    assert _status_code(lambda: core.read_namespaced_secret("other", release.namespace)) == 403
+    assert _status_code(
+        lambda: client.AdmissionregistrationV1Api(identity).read_validating_webhook_configuration(
+            f"{release.fullname}-other"
+        )
+    ) == 403  # fmt: skip
     assert _status_code(lambda: core.list_namespaced_config_map(release.namespace)) == 403
     assert _status_code(core.list_namespace) == 403
     assert _status_code(
@@ -240,6 +405,90 @@ def test_the_chart_identity_can_do_nothing_else(
         "kind": "ScheduledTask", "metadata": {"name": "x"}, "spec": {}})) == 403  # fmt: skip
     elsewhere = _status_code(lambda: batch.list_namespaced_job(other_namespace))
     assert elsewhere == (403 if chart_mode == "watch-namespaces" else 200)
+
+
+def _apply(kubeconfig: Path, namespace: str, name: str, spec: dict[str, Any]) -> str:
+    """`kubectl apply` of a task: the error output, or "" if it was admitted."""
+    manifest = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ScheduledTask",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    try:
+        helm.kubectl(
+            kubeconfig, "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(manifest)
+        )
+    except RuntimeError as refused:
+        return str(refused)
+    return ""
+
+
+@pytest.mark.parametrize("chart_mode", [WEBHOOK_MODE], indirect=True)
+def test_the_webhook_runs_on_the_chart_identity(
+    operator: OperatorProcess,
+    chart_webhook: ChartWebhook,
+    tasks: Tasks,
+    kubeconfig: Path,
+    *,
+    namespace: str,
+    release: helm.Release,
+    audit: helm.AuditLog | None,
+) -> None:
+    """Certificate, caBundle and Job dry-runs with the chart's rights; refusals name the field."""
+    # The operator made the Secret the chart names, and published its CA (`operator` waited).
+    data = chart_webhook.secret_data()
+    assert data is not None
+    assert set(data) == {"tls.crt", "tls.key", "ca.crt", "ca.key"}
+    assert chart_webhook.ca_bundle() == data["ca.crt"]
+
+    bad_cron = _apply(
+        kubeconfig, namespace, "bad-cron", {"schedule": "61 * * * *", "task": CONTAINER}
+    )
+    bad_zone = _apply(
+        kubeconfig, namespace, "bad-zone",
+        {"schedule": "0 * * * *", "timeZone": "Mars/Olympus", "task": CONTAINER},
+    )  # fmt: skip
+    restarting = job_template()
+    restarting["spec"]["template"]["spec"]["restartPolicy"] = "Always"
+    bad_job = _apply(kubeconfig, namespace, "bad-job", {"every": "1m", "jobTemplate": restarting})
+    admitted = _apply(kubeconfig, namespace, "fine", {"every": "1s", "task": CONTAINER})
+
+    assert DENIED in bad_cron, bad_cron
+    assert "spec.schedule: '61 * * * *' is not a valid cron" in bad_cron
+    assert DENIED in bad_zone, bad_zone
+    assert "spec.timeZone: 'Mars/Olympus' is not an IANA" in bad_zone
+    assert DENIED in bad_job, bad_job
+    assert "spec.jobTemplate.spec.template.spec.restartPolicy: " in bad_job
+    assert admitted == ""
+    until(lambda: tasks.jobs("fine"), timeout=30, message="a Job of the admitted task")
+    for refused in ("bad-cron", "bad-zone", "bad-job"):
+        with pytest.raises(ApiException) as missing:
+            tasks.get(refused)
+        assert missing.value.status == 404
+    operator.stop()
+    if audit is None:
+        pytest.skip("no audit log on this cluster (the 403 check of the fixture still ran)")
+    events = audit.events(release.username)
+    seen = {helm.describe(event) for event in events}
+    secret, home = chart_webhook.secret, f"({release.namespace})"
+    for needed in (
+        f"create core/secrets {secret} {home}",
+        f"get core/secrets {secret} {home}",
+        f"get admissionregistration.k8s.io/validatingwebhookconfigurations {release.fullname} "
+        "(cluster)",
+        f"patch admissionregistration.k8s.io/validatingwebhookconfigurations {release.fullname} "
+        "(cluster)",
+    ):
+        assert needed in seen, (needed, sorted(seen))
+    # The Job check: a dry-run create, refused by the API server (not by RBAC).
+    dry_runs = [
+        event
+        for event in events
+        if helm.describe(event).startswith("create batch/jobs bad-job-")
+        and "dryRun=All" in event["requestURI"]
+    ]
+    assert [event["responseStatus"]["code"] for event in dry_runs] == [422], dry_runs
 
 
 # -- people ----------------------------------------------------------------------

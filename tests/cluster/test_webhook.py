@@ -29,7 +29,8 @@ from tests.support.wait import until
 
 CORPUS = Path(__file__).parent.parent / "corpus" / "invalid"
 KUBECTL = Path(__file__).parents[2] / ".tools" / "bin" / "kubectl"
-WEBHOOK_NAME = "validate-scheduledtask.taskmaster.dev"
+# The chart's name for it (templates/webhook.yaml).
+WEBHOOK_NAME = "validate.scheduledtasks.taskmaster.dev"
 DENIED = f'admission webhook "{WEBHOOK_NAME}" denied the request'
 
 

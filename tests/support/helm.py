@@ -60,13 +60,15 @@ def install_values(
     watch_namespaces: Sequence[str] = (),
     webhook: bool = False,
     webhook_url: str = "",
+    failure_policy: str = "",
     crds: bool = False,
 ) -> dict[str, Any]:
     """Values for installing the chart next to the test suite.
 
     The suite's `crds` fixture owns the CRD (a Helm-owned copy would clash), so
     `crds.install` is off unless asked for. A webhook is served by the operator
-    process of the test (`webhook_url`), never by the chart's simulated pods.
+    process of the test (`webhook_url`, the base the chart appends the path
+    to), never by the chart's simulated pods.
     """
     values: dict[str, Any] = {
         "watchNamespaces": list(watch_namespaces),
@@ -75,6 +77,26 @@ def install_values(
     }
     if webhook and webhook_url:
         values["webhook"]["url"] = webhook_url
+    if webhook and failure_policy:
+        values["webhook"]["failurePolicy"] = failure_policy
+    return values
+
+
+def merged_values(values_file: Path | None = None) -> dict[str, Any]:
+    """The chart's values.yaml with a values file over it, merged as Helm does (maps deeply)."""
+
+    def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+        merged = dict(base)
+        for key, value in over.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = merge(merged[key], value)
+            else:
+                merged[key] = value
+        return merged
+
+    values: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
+    if values_file is not None:
+        values = merge(values, yaml.safe_load(values_file.read_text()) or {})
     return values
 
 

@@ -145,15 +145,94 @@ def test_the_operator_arguments(default: list[dict[str, Any]]) -> None:
     ]
 
 
-def test_the_operator_parses_the_arguments_the_chart_gives(default: list[dict[str, Any]]) -> None:
-    args = [
-        arg.replace("$(POD_NAMESPACE)", "taskmaster-system")
-        for arg in operator_container(helm.template({"webhook": {"enabled": False}}))["args"]
-    ]
-    options = parse_args(args)
-    assert options.leader_elect
-    assert options.lease_namespace == "taskmaster-system"
-    assert options.log_format == "json"
+def _arguments(container: dict[str, Any], env: dict[str, str]) -> list[str]:
+    """The container's args with `$(VAR)` replaced as the kubelet does."""
+    args = []
+    for arg in container["args"]:
+        resolved = arg
+        for name, value in env.items():
+            resolved = resolved.replace(f"$({name})", value)
+        args.append(resolved)
+    return args
+
+
+@pytest.mark.parametrize(
+    "values_file", [None, *helm.CI_VALUES], ids=lambda path: path.name if path else "default"
+)
+def test_the_operator_parses_the_arguments_the_chart_gives(
+    values_file: Path | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real parser takes what the chart passes, and the names agree with the objects."""
+    release, namespace = "tm", "tm-system"
+    objects = helm.template(
+        values_files=[values_file] if values_file else [], release=release, namespace=namespace
+    )
+    values = helm.merged_values(values_file)
+    fullname = f"{release}-taskmaster"
+    container = operator_container(objects)
+    # The pod's downward-API environment, which --lease-namespace defaults to.
+    env = {"POD_NAMESPACE": namespace, "POD_NAME": f"{fullname}-0"}
+    monkeypatch.setenv("POD_NAMESPACE", namespace)
+    monkeypatch.setenv("POD_NAME", env["POD_NAME"])
+
+    options = parse_args(_arguments(container, env))
+
+    assert options.leader_elect is values["leaderElection"]["enabled"]
+    assert options.lease_namespace == namespace
+    assert options.namespace == values["watchNamespaces"]
+    assert options.log_format == values["logFormat"]
+    assert options.metrics_port == values["metrics"]["port"]
+    webhook = values["webhook"]
+    if not webhook["enabled"]:
+        assert options.webhook_port == 0
+        return
+    assert options.webhook_port == webhook["port"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports["webhook"] == options.webhook_port
+    configurations = helm.of_kind(objects, "ValidatingWebhookConfiguration")
+    (configuration,) = configurations
+    assert configuration["metadata"]["name"] == fullname
+    (hook,) = configuration["webhooks"]
+    assert hook["failurePolicy"] == webhook["failurePolicy"]
+    assert hook["timeoutSeconds"] == webhook["timeoutSeconds"]
+    client = hook["clientConfig"]
+    if webhook["url"]:
+        assert client == {"url": webhook["url"].rstrip("/") + "/validate-scheduledtask"}
+    else:
+        assert client["service"]["path"] == "/validate-scheduledtask"
+        service = find(objects, "Service", client["service"]["name"])
+        assert service["spec"]["ports"][0]["port"] == client["service"]["port"]
+        assert service["spec"]["ports"][0]["targetPort"] == "webhook"
+    secret = f"{fullname}-webhook-tls"
+    if webhook["certManager"]["enabled"]:
+        # cert-manager's Secret, mounted where --webhook-cert-dir points; its CA injector
+        # fills caBundle, so the operator neither writes a Secret nor the configuration.
+        (certificate,) = helm.of_kind(objects, "Certificate")
+        assert certificate["spec"]["secretName"] == secret
+        (deployment,) = helm.of_kind(objects, "Deployment")
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert volumes[mounts[options.webhook_cert_dir]]["secret"] == {"secretName": secret}
+        assert options.webhook_configuration is None
+        assert not options.webhook_dns_name
+        annotation = configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+        assert annotation == f"{namespace}/{certificate['metadata']['name']}"
+        return
+    # Self-signed: the Secret and the configuration the operator writes are the
+    # ones the chart names and lets it write, in the namespace it looks in.
+    assert options.webhook_cert_dir is None
+    assert options.webhook_secret == secret
+    assert options.webhook_configuration == fullname
+    runtime = find(objects, "Role", f"{fullname}-runtime")
+    assert runtime["metadata"]["namespace"] == options.lease_namespace
+    assert any(
+        rule["resources"] == ["secrets"] and rule.get("resourceNames") == [secret]
+        for rule in runtime["rules"]
+    )
+    (rule,) = find(objects, "ClusterRole", f"{fullname}-webhook")["rules"]
+    assert rule["resourceNames"] == [options.webhook_configuration]
+    # The API server checks the certificate against <service>.<namespace>.svc.
+    assert f"{fullname}-webhook.{namespace}.svc" in options.webhook_dns_name
 
 
 def test_no_wildcards_in_any_rule() -> None:
