@@ -43,8 +43,15 @@ up() {
   mkdir -p "$state"
   local started=$SECONDS log=$state/kwokctl.log
   echo "starting cluster '$name' (log: $log)"
+  # Pods' logs come from one file, named by an absolute path.
+  {
+    cat "$root/hack/kwok/kwokctl.yaml"
+    printf -- '---\napiVersion: kwok.x-k8s.io/v1alpha1\nkind: ClusterLogs\n'
+    printf 'metadata:\n  name: container-log\nspec:\n  logs:\n  - logsFile: %s\n' \
+      "$root/hack/kwok/container.log"
+  } >"$state/kwokctl.yaml"
   if ! kwokctl create cluster \
-    --config "$root/hack/kwok/kwokctl.yaml" \
+    --config "$state/kwokctl.yaml" \
     --kube-audit-policy "$root/hack/kwok/audit-policy.yaml" \
     --kubeconfig "$kubeconfig" \
     --etcd-binary "$bin/etcd" \
