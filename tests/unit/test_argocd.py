@@ -20,8 +20,6 @@ The clock the scripts see through `os` is pinned, so the run-now token is known.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +30,8 @@ from typing import Any
 import pytest
 import yaml
 from lupa import lua51
+
+from tests.support.hack import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGOCD = ROOT / "deploy" / "argocd"
@@ -432,13 +432,7 @@ def test_objects_go_in_and_tables_come_back_as_argocd_converts_them(lua: Lua) ->
 
 
 def argocd_cm() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("hack_argocd_cm", ROOT / "hack" / "argocd_cm.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("argocd_cm")
 
 
 def test_the_argocd_cm_snippet_is_generated_from_the_scripts() -> None:

@@ -8,9 +8,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -20,6 +18,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from taskmaster.shell.metrics import Metrics
+from tests.support.hack import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "docs" / "reference.md"
@@ -29,15 +28,7 @@ RULES = ROOT / "deploy" / "prometheus" / "prometheusrule.yaml"
 
 @pytest.fixture(scope="module")
 def crd_reference() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "hack_crd_reference", ROOT / "hack" / "crd_reference.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("crd_reference")
 
 
 def crd() -> dict[str, Any]:
