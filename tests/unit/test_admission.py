@@ -16,10 +16,9 @@ from taskmaster.core.admission import (
     parse_task,
     probe_job,
     task_field,
-    task_problems,
 )
 from taskmaster.core.names import LABEL_TASK
-from taskmaster.core.spec import FieldError, TaskSpec
+from taskmaster.core.spec import FieldError, InvalidSpec, TaskSpec
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, 250000, tzinfo=UTC)
 CORPUS = Path(__file__).parents[1] / "corpus" / "invalid"
@@ -35,6 +34,15 @@ TEMPLATE = {
         },
     }
 }
+
+
+def task_problems(task: dict[str, Any], *, now: datetime) -> list[FieldError]:
+    """What the webhook refuses the task for (parse_task's errors), nothing if it admits it."""
+    try:
+        parse_task(task, now=now)
+    except InvalidSpec as invalid:
+        return list(invalid.errors)
+    return []
 
 
 def task(spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
@@ -171,14 +179,15 @@ def test_the_corpus_examples_the_parser_sees_are_refused_naming_their_field(path
 # -- the Job to dry-run ----------------------------------------------------------
 
 
-def test_the_probe_job_is_the_rendered_job_without_its_owner() -> None:
+def test_the_probe_job_is_the_rendered_job_without_its_owner_or_a_run_s_name() -> None:
     spec = spec_of({"every": "1m", **TEMPLATE})
 
     job = probe_job(task({"every": "1m", **TEMPLATE}), spec, now=NOW, worker_image=None)
 
     assert job is not None
     assert job["metadata"]["namespace"] == "ns"
-    assert job["metadata"]["name"] == "t-1777636800"
+    assert "name" not in job["metadata"]  # a run's Job may exist under it: 409 tells nothing
+    assert job["metadata"]["generateName"] == "t-1777636800-"
     assert job["metadata"]["labels"]["team"] == "a"
     assert job["metadata"]["labels"][LABEL_TASK] == "t"
     assert "ownerReferences" not in job["metadata"]

@@ -47,6 +47,17 @@ def test_a_fresh_ca_and_serving_certificate_for_dns_names_and_ips() -> None:
     assert good_for(certs, NAMES, NOW)
 
 
+def test_a_service_name_longer_than_a_common_name_may_be_is_served() -> None:
+    # A 40-character release in a 30-character namespace, as the chart names it.
+    long = f"{'r' * 40}-webhook.{'n' * 30}.svc.cluster.local"
+
+    certs = renew(None, [long], NOW)
+
+    san = serving(certs).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == [long]
+    assert good_for(certs, [long], NOW)
+
+
 def test_names_are_required() -> None:
     with pytest.raises(ValueError, match="name"):
         renew(None, [], NOW)

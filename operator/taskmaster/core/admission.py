@@ -17,7 +17,7 @@ from typing import Any
 
 from taskmaster.core.names import Run, TaskRef
 from taskmaster.core.render import render_job
-from taskmaster.core.spec import FieldError, InvalidSpec, TaskSpec, parse_spec
+from taskmaster.core.spec import FieldError, TaskSpec, parse_spec
 
 
 def needs_review(
@@ -59,15 +59,6 @@ def parse_task(task: Mapping[str, Any], *, now: datetime) -> TaskSpec:
     )
 
 
-def task_problems(task: Mapping[str, Any], *, now: datetime) -> list[FieldError]:
-    """Everything wrong with the task's spec that the operator would mark Invalid."""
-    try:
-        parse_task(task, now=now)
-    except InvalidSpec as invalid:
-        return list(invalid.errors)
-    return []
-
-
 def probe_job(
     task: Mapping[str, Any], spec: TaskSpec, *, now: datetime, worker_image: str | None
 ) -> dict[str, Any] | None:
@@ -87,9 +78,15 @@ def probe_job(
     )
     job = render_job(ref, spec, Run(now.replace(microsecond=0)), worker_image=worker_image)
     del job["metadata"]["ownerReferences"]
+    # A run's real Job may hold this name already (409 would say nothing about
+    # the template): the dry-run gets a generated one.
+    name = job["metadata"].pop("name")
+    job["metadata"]["generateName"] = f"{name[:_GENERATED_PREFIX]}-"
     return job
 
 
+# Room for the API server's five random characters within a 63-character name.
+_GENERATED_PREFIX = 57
 _CONTAINER = "spec.template.spec.containers[0]"
 # The fields of task.container that render_job copies into the Job's only container.
 _CONTAINER_FIELDS = ("image", "command", "args", "env", "resources")

@@ -32,6 +32,7 @@ RENEW_BEFORE = timedelta(days=30)
 _BACKDATE = timedelta(minutes=5)
 
 CERT_KEY, KEY_KEY, CA_KEY, CA_KEY_KEY = "tls.crt", "tls.key", "ca.crt", "ca.key"
+SERVING_COMMON_NAME = "taskmaster-webhook"
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,9 @@ def _serving(
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(names[0]))
+        # Clients check the SANs; a common name is limited to 64 characters,
+        # which a Service name in a long namespace can pass.
+        .subject_name(_name(SERVING_COMMON_NAME))
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())

@@ -42,12 +42,15 @@ logger = logging.getLogger(__name__)
 
 # The handler id is the URL path kopf serves it at: /validate-scheduledtask.
 HANDLER_ID = "validate-scheduledtask"
-# The API server gives the whole webhook 5 s by default; the dry-run must fit in it.
+# The whole review must fit in the configuration's timeoutSeconds (the chart's
+# webhook.timeoutSeconds is at least 4 for this reason).
 DRY_RUN_TIMEOUT = 3.0
 # How often the certificate and caBundle are re-checked: renewals are 30 days
 # ahead, but a caBundle reset by a `helm upgrade` should heal within a minute.
 RECHECK_SECONDS = 60.0
 RETRY_SECONDS = 5.0
+# How long the start waits for the shared certificate before serving a provisional one.
+START_TIMEOUT = 10.0
 # How often kopf looks for new certificate files (mounted or written by us).
 FILE_CHECK_SECONDS = 10.0
 # Writers that lose a race re-read; this many losses in a row is not a race.
@@ -63,22 +66,21 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, worker_image: str | No
         now = datetime.now(UTC)
         try:
             spec = parse_task(body, now=now)
+            job = probe_job(body, spec, now=now, worker_image=worker_image)
+            status = None if job is None else await kube.dry_run_job(job, seconds=DRY_RUN_TIMEOUT)
         except InvalidSpec as invalid:
             raise kopf.AdmissionError(denial(invalid.errors), code=422) from None
-        job = probe_job(body, spec, now=now, worker_image=worker_image)
-        if job is None:
-            return
-        try:
-            status = await kube.dry_run_job(job, seconds=DRY_RUN_TIMEOUT)
         except Exception as error:
-            # A slow or failing API server is not the user's fault: admit, and
-            # let the operator report a Job it cannot create as a failed run.
+            # Neither a slow API server nor a fault of ours is the user's: admit,
+            # and let the operator report what it cannot run (Invalid, or a
+            # failed run for a Job the API refuses). kopf would deny instead.
             metadata = body.get("metadata") or {}
             logger.warning(
-                "admitting %s/%s without checking its Job: the dry-run failed: %s",
+                "admitting %s/%s unchecked: %s",
                 metadata.get("namespace"),
                 metadata.get("name"),
                 str(error) or type(error).__name__,
+                exc_info=not isinstance(error, (ApiError, TimeoutError)),
             )
             return
         if status is not None:
@@ -182,10 +184,20 @@ class Webhook:
 
     async def start(self) -> kopf.WebhookServer:
         """Certificates in place, and the server kopf is to run with them."""
-        certs = await self.source.load()
         if isinstance(self.source, Mounted):
+            certs = await self.source.load()
             directory, ca_file = self.source.directory, self.source.ca_file
         else:
+            try:
+                certs = await asyncio.wait_for(self.source.load(), timeout=START_TIMEOUT)
+            except Exception as error:
+                # Scheduling must not wait for the Secret: serve a certificate of
+                # our own (the API server does not trust it, so failurePolicy
+                # applies) until maintain() installs the shared one.
+                logger.warning(
+                    "webhook Secret unavailable, serving a provisional certificate: %s", error
+                )
+                certs = renew(None, self.source.names, datetime.now(UTC))
             # The root filesystem is read-only in the chart; the temporary one is not.
             directory = self.directory = Path(tempfile.mkdtemp(prefix="taskmaster-webhook-"))
             ca_file = directory / CA_KEY
@@ -221,7 +233,9 @@ class Webhook:
                 ready = (
                     await self.publish(self.configuration, certs.ca) if self.configuration else True
                 )
-            except (TimeoutError, ApiError, OSError, RuntimeError, ValueError) as error:
+            except Exception as error:
+                # Whatever went wrong (the API server restarting, a Secret of the
+                # wrong type), scheduling must go on: retry, never end the process.
                 logger.warning("webhook certificate upkeep failed, retrying: %s", error)
                 ready = False
             await asyncio.sleep(RECHECK_SECONDS if ready else RETRY_SECONDS)
