@@ -29,6 +29,10 @@ from taskmaster.core.names import (
     job_name,
 )
 from taskmaster.core.render import rfc3339
+from taskmaster.core.spec import (
+    DEFAULT_FAILED_JOBS_HISTORY_LIMIT,
+    DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT,
+)
 from taskmaster.kubectl import view
 from taskmaster.kubectl.view import RESOURCE, PluginError
 
@@ -373,11 +377,12 @@ def cmd_logs(session: Session, options: argparse.Namespace) -> None:
         if error.status != 404:
             raise
         spec = task.get("spec") or {}
+        kept = spec.get("successfulJobsHistoryLimit", DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT)
+        kept_failed = spec.get("failedJobsHistoryLimit", DEFAULT_FAILED_JOBS_HISTORY_LIMIT)
         raise PluginError(
             f'the Job "{run.job_name}" of {described} no longer exists: finished Jobs are '
-            f"deleted beyond successfulJobsHistoryLimit "
-            f"({spec.get('successfulJobsHistoryLimit', 3)}) and failedJobsHistoryLimit "
-            f"({spec.get('failedJobsHistoryLimit', 1)}); status.history keeps the result"
+            f"deleted beyond successfulJobsHistoryLimit ({kept}) and failedJobsHistoryLimit "
+            f"({kept_failed}); status.history keeps the result"
         ) from error
     selector_of = job.spec.selector if job.spec else None
     labels = (selector_of.match_labels or {}) if selector_of else {}
