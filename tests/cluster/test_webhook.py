@@ -243,9 +243,8 @@ def test_a_workload_that_is_no_valid_job_is_refused_naming_its_field(
     assert missing.value.status == 404
 
 
-@pytest.mark.usefixtures("served")
 def test_a_valid_task_is_admitted_and_an_update_that_breaks_it_refused(
-    webhook: Webhook, tasks: Tasks
+    webhook: Webhook, served: OperatorProcess, tasks: Tasks
 ) -> None:
     result = webhook.apply(manifest("fine", {"schedule": "0 9 * * *", "task": CONTAINER}))
     assert result.returncode == 0, result.stderr
@@ -267,6 +266,11 @@ def test_a_valid_task_is_admitted_and_an_update_that_breaks_it_refused(
     assert "spec.schedule: " in str(refused.value.body)
     assert tasks.get("fine")["spec"]["schedule"] == "0 9 * * *"
     tasks.patch("fine", {"spec": {"schedule": "0 10 * * *"}})  # a valid change passes
+
+    # Two creates and a change allowed, two changes denied.
+    verdicts = served.metrics()
+    assert 'taskmaster_admission_reviews_total{verdict="allowed"} 3.0' in verdicts
+    assert 'taskmaster_admission_reviews_total{verdict="denied"} 2.0' in verdicts
 
 
 def test_a_task_that_got_in_without_the_webhook_can_still_be_relabelled(

@@ -73,6 +73,13 @@ class Metrics:
             ["operation"],
             registry=self.registry,
         )
+        self.admission_reviews = Counter(
+            "taskmaster_admission_reviews_total",
+            "ScheduledTask writes reviewed by the webhook, by verdict: allowed, denied, or "
+            "unchecked (admitted because the review itself failed).",
+            ["verdict"],
+            registry=self.registry,
+        )
         self.leader = Gauge(
             "taskmaster_leader",
             "1 while this replica schedules (holds the Lease, or runs without election).",

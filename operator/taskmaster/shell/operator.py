@@ -260,7 +260,7 @@ class Operator:
         operator_settings = settings()
         background = []
         if self.webhook is not None:
-            register_webhook(registry, self.kube, options.worker_image)
+            register_webhook(registry, self.kube, self.metrics, options.worker_image)
             # Every replica serves the webhook, leader or not; kopf's managed
             # mode stays off: the chart owns the configuration, we its caBundle.
             operator_settings.admission.server = await self.webhook.start()

@@ -37,6 +37,7 @@ from taskmaster.shell.certificates import (
     renew,
 )
 from taskmaster.shell.kube import ApiError, Kube
+from taskmaster.shell.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,11 @@ FILE_CHECK_SECONDS = 10.0
 _SECRET_ATTEMPTS = 5
 
 
-def register(registry: kopf.OperatorRegistry, kube: Kube, worker_image: str | None) -> None:
+def register(
+    registry: kopf.OperatorRegistry, kube: Kube, metrics: Metrics, worker_image: str | None
+) -> None:
+    verdicts = metrics.admission_reviews
+
     @kopf.on.validate(GROUP, VERSION, PLURAL, id=HANDLER_ID, registry=registry)
     async def validate(**kwargs: Any) -> None:
         body: Mapping[str, Any] = kwargs["body"]
@@ -69,8 +74,10 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, worker_image: str | No
             job = probe_job(body, spec, now=now, worker_image=worker_image)
             status = None if job is None else await kube.dry_run_job(job, seconds=DRY_RUN_TIMEOUT)
         except InvalidSpec as invalid:
+            verdicts.labels("denied").inc()
             raise kopf.AdmissionError(denial(invalid.errors), code=422) from None
         except Exception as error:
+            verdicts.labels("unchecked").inc()
             # Neither a slow API server nor a fault of ours is the user's: admit,
             # and let the operator report what it cannot run (Invalid, or a
             # failed run for a Job the API refuses). kopf would deny instead.
@@ -84,7 +91,9 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, worker_image: str | No
             )
             return
         if status is not None:
+            verdicts.labels("denied").inc()
             raise kopf.AdmissionError(denial(job_problems(status, spec)), code=422)
+        verdicts.labels("allowed").inc()
 
 
 class SelfSigned:
