@@ -407,6 +407,28 @@ def test_the_chart_identity_can_do_nothing_else(
     assert elsewhere == (403 if chart_mode == "watch-namespaces" else 200)
 
 
+def test_only_the_cluster_wide_identity_lists_and_watches_across_namespaces(
+    chart_identity: Path, chart_mode: str
+) -> None:
+    """The calls a cluster-wide operator makes, which the replayed tests (one namespace) do not."""
+    identity = config.new_client_from_config(config_file=str(chart_identity))
+    custom, batch = client.CustomObjectsApi(identity), client.BatchV1Api(identity)
+    core = client.CoreV1Api(identity)
+    selector = "taskmaster.dev/task"
+    calls: list[Callable[[], object]] = [
+        lambda: custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, limit=1),
+        lambda: batch.list_job_for_all_namespaces(label_selector=selector, limit=1),
+        lambda: core.list_pod_for_all_namespaces(label_selector=selector, limit=1),
+        lambda: custom.list_cluster_custom_object(
+            GROUP, VERSION, PLURAL, watch=True, timeout_seconds=1, _preload_content=False
+        ).release_conn(),
+    ]
+
+    codes = [_status_code(call) for call in calls]
+
+    assert codes == [200 if chart_mode == "cluster-wide" else 403] * len(calls)
+
+
 def _apply(kubeconfig: Path, namespace: str, name: str, spec: dict[str, Any]) -> str:
     """`kubectl apply` of a task: the error output, or "" if it was admitted."""
     manifest = {
