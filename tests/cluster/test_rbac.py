@@ -27,12 +27,9 @@ and admin roles include the chart's rules.
 
 from __future__ import annotations
 
-import base64
 import re
-import ssl
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +54,7 @@ from tests.support import helm
 from tests.support.operator import OperatorProcess, free_port
 from tests.support.tasks import CONTAINER, GROUP, PLURAL, VERSION, Tasks, job_template
 from tests.support.wait import until
+from tests.support.webhook import ServedWebhook
 
 pytestmark = pytest.mark.skipif(helm.helm_missing() is not None, reason=str(helm.helm_missing()))
 
@@ -201,7 +199,7 @@ class ServingOperator(OperatorProcess):
     its CA in the configuration (or before it serves) would be refused.
     """
 
-    def __init__(self, webhook: ChartWebhook, *args: Any) -> None:
+    def __init__(self, webhook: ServedWebhook, *args: Any) -> None:
         super().__init__(*args)
         self.webhook = webhook
 
@@ -211,78 +209,15 @@ class ServingOperator(OperatorProcess):
         return self
 
 
-@dataclass
-class ChartWebhook:
-    """The chart's ValidatingWebhookConfiguration and Secret, served by the test's operator."""
-
-    api: client.ApiClient
-    release: helm.Release
-    port: int
-
-    @property
-    def secret(self) -> str:
-        return f"{self.release.fullname}-webhook-tls"
-
-    @property
-    def configuration(self) -> str:
-        return self.release.fullname
-
-    def operator_args(self) -> list[str]:
-        """What the chart passes its pods, but for the name the API server calls here."""
-        return [
-            *("--webhook-port", str(self.port)),
-            *("--webhook-secret", self.secret),
-            *("--webhook-dns-name", "127.0.0.1"),
-            *("--webhook-configuration", self.configuration),
-        ]
-
-    def ca_bundle(self) -> str | None:
-        admission = client.AdmissionregistrationV1Api(self.api)
-        configuration = admission.read_validating_webhook_configuration(self.configuration)
-        bundle: str | None = configuration.webhooks[0].client_config.ca_bundle
-        return bundle
-
-    def secret_data(self) -> dict[str, str] | None:
-        try:
-            secret = client.CoreV1Api(self.api).read_namespaced_secret(
-                self.secret, self.release.namespace
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        data: dict[str, str] = secret.data
-        return data
-
-    def served_certificate(self) -> bytes | None:
-        try:
-            pem = ssl.get_server_certificate(("127.0.0.1", self.port), timeout=2)
-        except OSError:
-            return None
-        return ssl.PEM_cert_to_DER_cert(pem)
-
-    def wait_serving(self) -> None:
-        """Until caBundle is the Secret's CA and the server presents the Secret's certificate."""
-
-        def published() -> bool:
-            data = self.secret_data()
-            return data is not None and self.ca_bundle() == data["ca.crt"]
-
-        until(published, timeout=30, message=f"caBundle of {self.configuration} filled")
-        data = self.secret_data() or {}
-        certificate = ssl.PEM_cert_to_DER_cert(base64.b64decode(data["tls.crt"]).decode())
-        until(
-            lambda: self.served_certificate() == certificate,
-            timeout=30,
-            message=f"webhook serving on port {self.port}",
-        )
-
-
 @pytest.fixture
 def chart_webhook(
     api: client.ApiClient, release: helm.Release, chart_mode: str, webhook_port: int
-) -> ChartWebhook | None:
-    return ChartWebhook(api, release, webhook_port) if chart_mode == WEBHOOK_MODE else None
+) -> ServedWebhook | None:
+    if chart_mode != WEBHOOK_MODE:
+        return None
+    # The chart's names: its configuration, and the Secret next to the Lease.
+    secret = f"{release.fullname}-webhook-tls"
+    return ServedWebhook(api, release.fullname, secret, release.namespace, webhook_port)
 
 
 @pytest.fixture
@@ -290,7 +225,7 @@ def operators(
     chart_identity: Path,
     namespace: str,
     release: helm.Release,
-    chart_webhook: ChartWebhook | None,
+    chart_webhook: ServedWebhook | None,
     *,
     audit: helm.AuditLog | None,
     request: pytest.FixtureRequest,
@@ -449,7 +384,7 @@ def _apply(kubeconfig: Path, namespace: str, name: str, spec: dict[str, Any]) ->
 @pytest.mark.parametrize("chart_mode", [WEBHOOK_MODE], indirect=True)
 def test_the_webhook_runs_on_the_chart_identity(
     operator: OperatorProcess,
-    chart_webhook: ChartWebhook,
+    chart_webhook: ServedWebhook,
     tasks: Tasks,
     kubeconfig: Path,
     *,

@@ -9,8 +9,6 @@ that did not answer would show as a refusal without a field-naming message.
 
 from __future__ import annotations
 
-import base64
-import ssl
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.support.operator import OperatorProcess, free_port
 from tests.support.tasks import CONTAINER, Tasks, job_template
 from tests.support.wait import until
+from tests.support.webhook import ServedWebhook
 
 CORPUS = Path(__file__).parent.parent / "corpus" / "invalid"
 KUBECTL = Path(__file__).parents[2] / ".tools" / "bin" / "kubectl"
@@ -35,55 +34,19 @@ DENIED = f'admission webhook "{WEBHOOK_NAME}" denied the request'
 
 
 @dataclass
-class Webhook:
-    kubeconfig: Path
-    namespace: str
-    configuration: str
-    secret: str
-    port: int
-    admission: client.AdmissionregistrationV1Api
-    core: client.CoreV1Api
+class Webhook(ServedWebhook):
+    """The test's own configuration, limited to its namespace, and kubectl there."""
 
-    def operator_args(self, port: int | None = None) -> list[str]:
-        return [
-            *("--webhook-port", str(port or self.port)),
-            *("--webhook-dns-name", "127.0.0.1"),
-            *("--webhook-secret", self.secret),
-            *("--webhook-configuration", self.configuration),
-        ]
+    kubeconfig: Path = Path()
+    namespace: str = ""
 
-    def ca_bundle(self) -> str | None:
-        configuration = self.admission.read_validating_webhook_configuration(self.configuration)
-        bundle: str | None = configuration.webhooks[0].client_config.ca_bundle
-        return bundle
+    @property
+    def admission(self) -> client.AdmissionregistrationV1Api:
+        return client.AdmissionregistrationV1Api(self.api)
 
-    def secret_data(self) -> dict[str, str]:
-        data: dict[str, str] = self.core.read_namespaced_secret(self.secret, self.namespace).data
-        return data
-
-    def served_certificate(self, port: int | None = None) -> bytes | None:
-        try:
-            pem = ssl.get_server_certificate(("127.0.0.1", port or self.port), timeout=2)
-        except OSError:
-            return None
-        return ssl.PEM_cert_to_DER_cert(pem)
-
-    def secret_certificate(self) -> bytes:
-        pem = base64.b64decode(self.secret_data()["tls.crt"]).decode()
-        return ssl.PEM_cert_to_DER_cert(pem)
-
-    def wait_serving(self, port: int | None = None) -> None:
-        """Until caBundle is the Secret's CA and the server presents the Secret's certificate."""
-        until(
-            lambda: self.ca_bundle() == self.secret_data()["ca.crt"],
-            timeout=30,
-            message=f"caBundle of {self.configuration} filled",
-        )
-        until(
-            lambda: self.served_certificate(port) == self.secret_certificate(),
-            timeout=30,
-            message=f"webhook serving on port {port or self.port}",
-        )
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
 
     def apply(self, manifest: str | dict[str, Any]) -> subprocess.CompletedProcess[str]:
         text = manifest if isinstance(manifest, str) else yaml.safe_dump(manifest)
@@ -144,7 +107,7 @@ def webhook(
     admission.create_validating_webhook_configuration(configuration_body(name, namespace, port))
     try:
         yield Webhook(
-            kubeconfig, namespace, name, "webhook-tls", port, admission, client.CoreV1Api(api)
+            api, name, "webhook-tls", namespace, port, kubeconfig=kubeconfig, namespace=namespace
         )
     finally:
         admission.delete_validating_webhook_configuration(name)
