@@ -446,6 +446,19 @@ def test_the_schema_refuses_unknown_keys_and_bad_values(
         helm.template(values)
 
 
+def test_an_existing_service_account_must_be_named() -> None:
+    """Without a name the pods would run as `default`, lending the operator's rights to
+    every pod of the release namespace that uses it."""
+    with pytest.raises(RuntimeError, match=r"serviceAccount\.name is required"):
+        helm.template({"serviceAccount": {"create": False}})
+    objects = helm.template({"serviceAccount": {"create": False, "name": "ops"}})
+    assert not helm.of_kind(objects, "ServiceAccount")
+    (deployment,) = helm.of_kind(objects, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
+    for binding in helm.of_kind(objects, "ClusterRoleBinding"):
+        assert binding["subjects"][0]["name"] == "ops"
+
+
 def test_a_long_release_name_keeps_every_name_within_63_characters() -> None:
     objects = helm.template(release="r" * 53)
     for obj in objects:
