@@ -446,6 +446,50 @@ def test_the_schema_refuses_unknown_keys_and_bad_values(
         helm.template(values)
 
 
+@pytest.mark.parametrize(
+    ("duration", "deadline", "retry"),
+    [(15, 10, 2), (3, 2, 1), (10, 10, 2), (15, 20, 2), (15, 10, 10), (15, 10, 12), (2, 3, 4)],
+)
+def test_the_chart_refuses_lease_timings_the_operator_refuses(
+    duration: int, deadline: int, retry: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """retryPeriod < renewDeadline < leaseDuration fails at render time, not in a crash loop."""
+    monkeypatch.setenv("POD_NAMESPACE", "taskmaster-system")
+    election = {
+        "leaseDurationSeconds": duration,
+        "renewDeadlineSeconds": deadline,
+        "retryPeriodSeconds": retry,
+    }
+    operator_accepts = retry < deadline < duration
+    if operator_accepts:
+        container = operator_container(helm.template({"leaderElection": election}))
+        options = parse_args(container["args"])
+        assert (options.lease_duration, options.renew_deadline, options.retry_period) == (
+            duration,
+            deadline,
+            retry,
+        )
+    else:
+        with pytest.raises(SystemExit):
+            parse_args(
+                [
+                    *("--lease-duration", str(duration)),
+                    *("--renew-deadline", str(deadline)),
+                    *("--retry-period", str(retry)),
+                ]
+            )
+        message = (
+            r"leaderElection\.retryPeriodSeconds \(\d+\) < "
+            r"leaderElection\.renewDeadlineSeconds \(\d+\) < "
+            r"leaderElection\.leaseDurationSeconds \(\d+\)"
+        )
+        with pytest.raises(RuntimeError, match=message):
+            helm.template({"leaderElection": election})
+    # Without leader election the timings are not passed, so not checked.
+    alone = {"enabled": False, **election}
+    assert helm.template({"leaderElection": alone, "replicas": 1})
+
+
 def test_an_existing_service_account_must_be_named() -> None:
     """Without a name the pods would run as `default`, lending the operator's rights to
     every pod of the release namespace that uses it."""
