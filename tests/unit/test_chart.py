@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -509,9 +510,71 @@ def test_a_long_release_name_keeps_every_name_within_63_characters() -> None:
         assert len(obj["metadata"]["name"]) <= 63, obj["metadata"]["name"]
 
 
-def test_notes_and_readme_tell_argo_cd_to_ignore_the_ca_bundle() -> None:
-    assert "ignoreDifferences" in (helm.CHART / "README.md").read_text()
-    assert "caBundle" in (helm.CHART / "templates" / "NOTES.txt").read_text()
+# The one way the docs, the notes and deploy/argocd/application.yaml tell Argo CD to
+# leave the webhook's caBundle alone (`?`: no error on a configuration without webhooks).
+CA_BUNDLE_PATH = ".webhooks[]?.clientConfig.caBundle"
+CERT_MANAGER = {"webhook": {"certManager": {"enabled": True, "issuerRef": {"name": "ca"}}}}
+
+
+def notes_ignore_differences(notes: str) -> list[dict[str, Any]] | None:
+    """The `ignoreDifferences:` block the notes print, parsed; None without one."""
+    lines = notes.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == "ignoreDifferences:"]
+    if not starts:
+        return None
+    (start,) = starts
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    block = [lines[start]]
+    for line in lines[start + 1 :]:
+        if not line.strip() or len(line) - len(line.lstrip()) <= indent:
+            break
+        block.append(line)
+    parsed: list[dict[str, Any]] = yaml.safe_load(textwrap.dedent("\n".join(block)))[
+        "ignoreDifferences"
+    ]
+    return parsed
+
+
+def assert_ignores_the_ca_bundle(entries: list[dict[str, Any]] | None) -> None:
+    assert entries is not None, "no ignoreDifferences"
+    (entry,) = entries
+    assert entry["group"] == "admissionregistration.k8s.io"
+    assert entry["kind"] == "ValidatingWebhookConfiguration"
+    assert entry.get("name", "taskmaster") == "taskmaster"
+    assert entry["jqPathExpressions"] == [CA_BUNDLE_PATH]
+    assert set(entry) <= {"group", "kind", "name", "jqPathExpressions"}, "one way: no jsonPointers"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [None, CERT_MANAGER, {"webhook": {"url": "https://127.0.0.1:9443"}}],
+    ids=["self-signed", "cert-manager", "url"],
+)
+def test_the_notes_tell_argo_cd_to_ignore_the_ca_bundle_whenever_the_webhook_is_on(
+    values: dict[str, Any] | None,
+) -> None:
+    assert_ignores_the_ca_bundle(notes_ignore_differences(helm.notes(values)))
+
+
+def test_the_notes_give_no_ca_bundle_hint_without_a_webhook() -> None:
+    assert notes_ignore_differences(helm.notes({"webhook": {"enabled": False}})) is None
+
+
+def test_the_notes_check_the_lease_only_with_leader_election() -> None:
+    assert "get lease taskmaster-operator" in helm.notes()
+    alone = helm.notes({"leaderElection": {"enabled": False}, "replicas": 1})
+    assert "get lease" not in alone
+    assert "Lease" not in alone
+
+
+def test_the_notes_put_the_sample_task_where_it_runs() -> None:
+    everywhere = helm.notes()
+    assert "\n  kubectl apply -f - <<'YAML'\n" in everywhere
+    assert "\n  kubectl get scheduledtasks -w" in everywhere
+    scoped = helm.notes({"watchNamespaces": ["team-a", "team-b"]})
+    assert "\n  kubectl -n team-a apply -f - <<'YAML'\n" in scoped
+    assert "\n  kubectl -n team-a get scheduledtasks -w" in scoped
+    assert "kubectl apply" not in scoped
 
 
 def leaves(values: dict[str, Any], prefix: str = "") -> list[str]:
