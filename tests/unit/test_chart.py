@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -535,6 +536,18 @@ def notes_ignore_differences(notes: str) -> list[dict[str, Any]] | None:
     return parsed
 
 
+def markdown_ignore_differences(markdown: str) -> list[list[dict[str, Any]]]:
+    """Every `ignoreDifferences` of the ```yaml blocks of a page, parsed."""
+    found = []
+    for block in re.findall(r"^( *)```yaml\n(.*?)^\1```$", markdown, re.M | re.S):
+        text = textwrap.dedent(block[1])
+        if "ignoreDifferences" not in text:
+            continue
+        document = yaml.safe_load(text)
+        found.append((document.get("spec") or document)["ignoreDifferences"])
+    return found
+
+
 def assert_ignores_the_ca_bundle(entries: list[dict[str, Any]] | None) -> None:
     assert entries is not None, "no ignoreDifferences"
     (entry,) = entries
@@ -558,6 +571,19 @@ def test_the_notes_tell_argo_cd_to_ignore_the_ca_bundle_whenever_the_webhook_is_
 
 def test_the_notes_give_no_ca_bundle_hint_without_a_webhook() -> None:
     assert notes_ignore_differences(helm.notes({"webhook": {"enabled": False}})) is None
+
+
+@pytest.mark.parametrize(
+    "page",
+    [helm.CHART / "README.md", helm.ROOT / "docs" / "webhook.md", helm.ROOT / "docs" / "argocd.md"],
+    ids=lambda path: path.name,
+)
+def test_the_docs_tell_argo_cd_to_ignore_the_ca_bundle_the_one_way(page: Path) -> None:
+    snippets = markdown_ignore_differences(page.read_text())
+    assert snippets, f"{page.name} shows no ignoreDifferences"
+    for entries in snippets:
+        assert_ignores_the_ca_bundle(entries)
+    assert "/webhooks/0/" not in page.read_text(), "one way: the jq path, not a JSON pointer"
 
 
 def test_the_notes_check_the_lease_only_with_leader_election() -> None:
