@@ -214,7 +214,7 @@ def test_the_operator_parses_the_arguments_the_chart_gives(
         (deployment,) = helm.of_kind(objects, "Deployment")
         volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-        assert volumes[mounts[options.webhook_cert_dir]]["secret"] == {"secretName": secret}
+        assert volumes[mounts[options.webhook_cert_dir]]["secret"]["secretName"] == secret
         assert options.webhook_configuration is None
         assert not options.webhook_dns_name
         annotation = configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
@@ -418,6 +418,19 @@ def test_cert_manager_issues_the_webhook_certificate() -> None:
     assert not any(a.startswith("--webhook-secret") for a in container["args"])
     with pytest.raises(RuntimeError, match=r"issuerRef\.name is required"):
         helm.template({"webhook": {"certManager": {"enabled": True}}})
+
+
+def test_the_mounted_private_key_is_not_world_readable() -> None:
+    objects = helm.template(CERT_MANAGER)
+    (deployment,) = helm.of_kind(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["defaultMode"] == 0o440
+    # The kubelet gives the files the pod's fsGroup: the operator reads them through
+    # its group, as the owner (root) could; nobody else can.
+    security = pod["securityContext"]
+    assert security["fsGroup"] == security["runAsGroup"] == 65532
+    assert security["runAsUser"] != 0
 
 
 def test_optional_objects_are_off_by_default(default: list[dict[str, Any]]) -> None:
