@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 from pathlib import Path
@@ -516,6 +517,34 @@ def test_an_existing_service_account_must_be_named() -> None:
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
     for binding in helm.of_kind(objects, "ClusterRoleBinding"):
         assert binding["subjects"][0]["name"] == "ops"
+
+
+def test_the_chart_can_run_no_operator_for_development() -> None:
+    """With `webhook.url`, the operator runs outside the cluster and shares the webhook's
+    Secret: the chart's pods would re-issue it for their names, so they are scaled to 0."""
+    values = {
+        "webhook": {"url": "https://127.0.0.1:9443"},
+        "replicas": 0,
+        "podDisruptionBudget": {"enabled": True},
+    }
+    objects = helm.template(values)
+    (deployment,) = helm.of_kind(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 0
+    # A budget for no pods protects nothing.
+    assert not helm.of_kind(objects, "PodDisruptionBudget")
+    assert helm.of_kind(
+        helm.template({"podDisruptionBudget": {"enabled": True}}), "PodDisruptionBudget"
+    )
+    output = helm.helm("lint", "--strict", helm.CHART, "--values", "-", stdin=json.dumps(values))
+    assert "[WARNING]" not in output
+    notes = helm.notes(values)
+    assert "No operator runs in the cluster" in notes
+    assert "one of which leads" not in notes
+    assert "replica(s)" not in notes
+    assert "run no operator" not in notes
+    # The chart's pods and an operator outside would take turns re-issuing the Secret.
+    assert "run no operator" in helm.notes({"webhook": {"url": "https://127.0.0.1:9443"}})
+    assert "run no operator" not in helm.notes()
 
 
 def test_a_long_release_name_keeps_every_name_within_63_characters() -> None:
