@@ -655,8 +655,30 @@ def leaves(values: dict[str, Any], prefix: str = "") -> list[str]:
     return keys
 
 
-def test_the_readme_documents_every_value() -> None:
+def readme_values_table() -> dict[str, Any]:
+    """The README's values table: key to its default, read as YAML from the cell."""
     readme = (helm.CHART / "README.md").read_text()
+    rows = re.findall(r"^\| `([^`]+)` \| `([^`]*)` \|", readme, re.M)
+    assert rows, "no values table"
+    table: dict[str, Any] = {}
+    for key, default in rows:
+        assert key not in table, f"{key} twice in the README's values table"
+        table[key] = yaml.safe_load(default)
+    return table
+
+
+def test_the_readme_documents_every_value_with_its_default() -> None:
+    table = readme_values_table()
     values = yaml.safe_load((helm.CHART / "values.yaml").read_text())
-    missing = [key for key in leaves(values) if f"| `{key}` |" not in readme]
+    expected = {}
+    for key in leaves(values):
+        value: Any = values
+        for part in key.split("."):
+            value = value[part]
+        expected[key] = value
+    missing = sorted(expected.keys() - table.keys())
     assert not missing, f"not in the README's values table: {missing}"
+    unknown = sorted(table.keys() - expected.keys())
+    assert not unknown, f"in the README's values table, not in values.yaml: {unknown}"
+    wrong = {key: (table[key], expected[key]) for key in expected if table[key] != expected[key]}
+    assert not wrong, f"README default != values.yaml (README, values.yaml): {wrong}"
