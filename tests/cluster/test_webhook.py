@@ -291,7 +291,7 @@ def test_replicas_share_one_certificate(
 
 def test_a_lost_ca_bundle_is_restored(webhook: Webhook, served: OperatorProcess) -> None:
     bundle = webhook.ca_bundle()
-    # As a `helm upgrade` of a chart without the caBundle might leave it.
+    # As a replace of the configuration (`helm upgrade --force`) leaves it.
     webhook.admission.patch_validating_webhook_configuration(
         webhook.configuration,
         [{"op": "remove", "path": "/webhooks/0/clientConfig/caBundle"}],

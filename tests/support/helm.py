@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import subprocess
+import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -129,6 +131,32 @@ def render(
     if values is not None:
         args += ["--values", "-"]
     return run([HELM, *args, *extra], input=json.dumps(values) if values else None, timeout=120)
+
+
+def notes(values: dict[str, Any] | None = None, *, namespace: str = "taskmaster-system") -> str:
+    """templates/NOTES.txt as `helm install` prints it, rendered without a cluster.
+
+    `helm template` renders no notes and `helm install --dry-run` needs a cluster, so a
+    copy of the chart defines the notes as a named template and renders that.
+    """
+    with tempfile.TemporaryDirectory() as directory:
+        chart = Path(directory) / CHART.name
+        shutil.copytree(CHART, chart)
+        templates = chart / "templates"
+        text = (templates / "NOTES.txt").read_text()
+        (templates / "_rendered_notes.tpl").write_text(
+            '{{- define "rendered-notes" -}}\n' + text + "{{- end -}}\n"
+        )
+        (templates / "rendered-notes.yaml").write_text(
+            'text: {{ include "rendered-notes" . | toJson }}\n'
+        )
+        args: list[str | Path] = ["template", "taskmaster", chart, "--namespace", namespace]
+        args += ["--show-only", "templates/rendered-notes.yaml"]
+        if values is not None:
+            args += ["--values", "-"]
+        output = run([HELM, *args], input=json.dumps(values) if values else None, timeout=120)
+    rendered: str = yaml.safe_load(output)["text"]
+    return rendered
 
 
 def unique_release(prefix: str) -> str:

@@ -20,6 +20,7 @@ The clock the scripts see through `os` is pinned, so the run-now token is known.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ import pytest
 import yaml
 from lupa import lua51
 
+from taskmaster.core.spec import DEFAULT_HISTORY_LIMIT
 from tests.support.hack import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -341,6 +343,13 @@ def test_action(lua: Lua, case: dict[str, Any]) -> None:
     for operation, resource in results:
         if operation == "patch":  # Argo CD patches only the object the action ran on
             assert identity(resource) == identity(source)
+
+
+def test_the_health_check_assumes_the_operators_default_history_limit() -> None:
+    """A task without spec.historyLimit keeps the operator's default number of runs."""
+    source = (ARGOCD / "health.lua").read_text()
+    (value,) = re.findall(r"^local DEFAULT_HISTORY_LIMIT = (\d+)$", source, re.M)
+    assert int(value) == DEFAULT_HISTORY_LIMIT
 
 
 def test_the_cases_cover_the_acceptance_statuses_and_every_file() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +215,7 @@ def test_the_operator_parses_the_arguments_the_chart_gives(
         (deployment,) = helm.of_kind(objects, "Deployment")
         volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-        assert volumes[mounts[options.webhook_cert_dir]]["secret"] == {"secretName": secret}
+        assert volumes[mounts[options.webhook_cert_dir]]["secret"]["secretName"] == secret
         assert options.webhook_configuration is None
         assert not options.webhook_dns_name
         annotation = configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
@@ -418,6 +421,19 @@ def test_cert_manager_issues_the_webhook_certificate() -> None:
         helm.template({"webhook": {"certManager": {"enabled": True}}})
 
 
+def test_the_mounted_private_key_is_not_world_readable() -> None:
+    objects = helm.template(CERT_MANAGER)
+    (deployment,) = helm.of_kind(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["defaultMode"] == 0o440
+    # The kubelet gives the files the pod's fsGroup: the operator reads them through
+    # its group, as the owner (root) could; nobody else can.
+    security = pod["securityContext"]
+    assert security["fsGroup"] == security["runAsGroup"] == 65532
+    assert security["runAsUser"] != 0
+
+
 def test_optional_objects_are_off_by_default(default: list[dict[str, Any]]) -> None:
     kinds = {o["kind"] for o in default}
     assert not kinds & {"PodDisruptionBudget", "ServiceMonitor", "NetworkPolicy", "Certificate"}
@@ -446,15 +462,187 @@ def test_the_schema_refuses_unknown_keys_and_bad_values(
         helm.template(values)
 
 
+@pytest.mark.parametrize(
+    ("duration", "deadline", "retry"),
+    [(15, 10, 2), (3, 2, 1), (10, 10, 2), (15, 20, 2), (15, 10, 10), (15, 10, 12), (2, 3, 4)],
+)
+def test_the_chart_refuses_lease_timings_the_operator_refuses(
+    duration: int, deadline: int, retry: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """retryPeriod < renewDeadline < leaseDuration fails at render time, not in a crash loop."""
+    monkeypatch.setenv("POD_NAMESPACE", "taskmaster-system")
+    election = {
+        "leaseDurationSeconds": duration,
+        "renewDeadlineSeconds": deadline,
+        "retryPeriodSeconds": retry,
+    }
+    operator_accepts = retry < deadline < duration
+    if operator_accepts:
+        container = operator_container(helm.template({"leaderElection": election}))
+        options = parse_args(container["args"])
+        assert (options.lease_duration, options.renew_deadline, options.retry_period) == (
+            duration,
+            deadline,
+            retry,
+        )
+    else:
+        with pytest.raises(SystemExit):
+            parse_args(
+                [
+                    *("--lease-duration", str(duration)),
+                    *("--renew-deadline", str(deadline)),
+                    *("--retry-period", str(retry)),
+                ]
+            )
+        message = (
+            r"leaderElection\.retryPeriodSeconds \(\d+\) < "
+            r"leaderElection\.renewDeadlineSeconds \(\d+\) < "
+            r"leaderElection\.leaseDurationSeconds \(\d+\)"
+        )
+        with pytest.raises(RuntimeError, match=message):
+            helm.template({"leaderElection": election})
+    # Without leader election the timings are not passed, so not checked.
+    alone = {"enabled": False, **election}
+    assert helm.template({"leaderElection": alone, "replicas": 1})
+
+
+def test_an_existing_service_account_must_be_named() -> None:
+    """Without a name the pods would run as `default`, lending the operator's rights to
+    every pod of the release namespace that uses it."""
+    with pytest.raises(RuntimeError, match=r"serviceAccount\.name is required"):
+        helm.template({"serviceAccount": {"create": False}})
+    objects = helm.template({"serviceAccount": {"create": False, "name": "ops"}})
+    assert not helm.of_kind(objects, "ServiceAccount")
+    (deployment,) = helm.of_kind(objects, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
+    for binding in helm.of_kind(objects, "ClusterRoleBinding"):
+        assert binding["subjects"][0]["name"] == "ops"
+
+
+def test_the_chart_can_run_no_operator_for_development() -> None:
+    """With `webhook.url`, the operator runs outside the cluster and shares the webhook's
+    Secret: the chart's pods would re-issue it for their names, so they are scaled to 0."""
+    values = {
+        "webhook": {"url": "https://127.0.0.1:9443"},
+        "replicas": 0,
+        "podDisruptionBudget": {"enabled": True},
+    }
+    objects = helm.template(values)
+    (deployment,) = helm.of_kind(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 0
+    # A budget for no pods protects nothing.
+    assert not helm.of_kind(objects, "PodDisruptionBudget")
+    assert helm.of_kind(
+        helm.template({"podDisruptionBudget": {"enabled": True}}), "PodDisruptionBudget"
+    )
+    output = helm.helm("lint", "--strict", helm.CHART, "--values", "-", stdin=json.dumps(values))
+    assert "[WARNING]" not in output
+    notes = helm.notes(values)
+    assert "No operator runs in the cluster" in notes
+    assert "one of which leads" not in notes
+    assert "replica(s)" not in notes
+    assert "run no operator" not in notes
+    # The chart's pods and an operator outside would take turns re-issuing the Secret.
+    assert "run no operator" in helm.notes({"webhook": {"url": "https://127.0.0.1:9443"}})
+    assert "run no operator" not in helm.notes()
+
+
 def test_a_long_release_name_keeps_every_name_within_63_characters() -> None:
     objects = helm.template(release="r" * 53)
     for obj in objects:
         assert len(obj["metadata"]["name"]) <= 63, obj["metadata"]["name"]
 
 
-def test_notes_and_readme_tell_argo_cd_to_ignore_the_ca_bundle() -> None:
-    assert "ignoreDifferences" in (helm.CHART / "README.md").read_text()
-    assert "caBundle" in (helm.CHART / "templates" / "NOTES.txt").read_text()
+# The one way the docs, the notes and deploy/argocd/application.yaml tell Argo CD to
+# leave the webhook's caBundle alone (`?`: no error on a configuration without webhooks).
+CA_BUNDLE_PATH = ".webhooks[]?.clientConfig.caBundle"
+CERT_MANAGER = {"webhook": {"certManager": {"enabled": True, "issuerRef": {"name": "ca"}}}}
+
+
+def notes_ignore_differences(notes: str) -> list[dict[str, Any]] | None:
+    """The `ignoreDifferences:` block the notes print, parsed; None without one."""
+    lines = notes.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == "ignoreDifferences:"]
+    if not starts:
+        return None
+    (start,) = starts
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    block = [lines[start]]
+    for line in lines[start + 1 :]:
+        if not line.strip() or len(line) - len(line.lstrip()) <= indent:
+            break
+        block.append(line)
+    parsed: list[dict[str, Any]] = yaml.safe_load(textwrap.dedent("\n".join(block)))[
+        "ignoreDifferences"
+    ]
+    return parsed
+
+
+def markdown_ignore_differences(markdown: str) -> list[list[dict[str, Any]]]:
+    """Every `ignoreDifferences` of the ```yaml blocks of a page, parsed."""
+    found = []
+    for block in re.findall(r"^( *)```yaml\n(.*?)^\1```$", markdown, re.M | re.S):
+        text = textwrap.dedent(block[1])
+        if "ignoreDifferences" not in text:
+            continue
+        document = yaml.safe_load(text)
+        found.append((document.get("spec") or document)["ignoreDifferences"])
+    return found
+
+
+def assert_ignores_the_ca_bundle(entries: list[dict[str, Any]] | None) -> None:
+    assert entries is not None, "no ignoreDifferences"
+    (entry,) = entries
+    assert entry["group"] == "admissionregistration.k8s.io"
+    assert entry["kind"] == "ValidatingWebhookConfiguration"
+    assert entry.get("name", "taskmaster") == "taskmaster"
+    assert entry["jqPathExpressions"] == [CA_BUNDLE_PATH]
+    assert set(entry) <= {"group", "kind", "name", "jqPathExpressions"}, "one way: no jsonPointers"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [None, CERT_MANAGER, {"webhook": {"url": "https://127.0.0.1:9443"}}],
+    ids=["self-signed", "cert-manager", "url"],
+)
+def test_the_notes_tell_argo_cd_to_ignore_the_ca_bundle_whenever_the_webhook_is_on(
+    values: dict[str, Any] | None,
+) -> None:
+    assert_ignores_the_ca_bundle(notes_ignore_differences(helm.notes(values)))
+
+
+def test_the_notes_give_no_ca_bundle_hint_without_a_webhook() -> None:
+    assert notes_ignore_differences(helm.notes({"webhook": {"enabled": False}})) is None
+
+
+@pytest.mark.parametrize(
+    "page",
+    [helm.CHART / "README.md", helm.ROOT / "docs" / "webhook.md", helm.ROOT / "docs" / "argocd.md"],
+    ids=lambda path: path.name,
+)
+def test_the_docs_tell_argo_cd_to_ignore_the_ca_bundle_the_one_way(page: Path) -> None:
+    snippets = markdown_ignore_differences(page.read_text())
+    assert snippets, f"{page.name} shows no ignoreDifferences"
+    for entries in snippets:
+        assert_ignores_the_ca_bundle(entries)
+    assert "/webhooks/0/" not in page.read_text(), "one way: the jq path, not a JSON pointer"
+
+
+def test_the_notes_check_the_lease_only_with_leader_election() -> None:
+    assert "get lease taskmaster-operator" in helm.notes()
+    alone = helm.notes({"leaderElection": {"enabled": False}, "replicas": 1})
+    assert "get lease" not in alone
+    assert "Lease" not in alone
+
+
+def test_the_notes_put_the_sample_task_where_it_runs() -> None:
+    everywhere = helm.notes()
+    assert "\n  kubectl apply -f - <<'YAML'\n" in everywhere
+    assert "\n  kubectl get scheduledtasks -w" in everywhere
+    scoped = helm.notes({"watchNamespaces": ["team-a", "team-b"]})
+    assert "\n  kubectl -n team-a apply -f - <<'YAML'\n" in scoped
+    assert "\n  kubectl -n team-a get scheduledtasks -w" in scoped
+    assert "kubectl apply" not in scoped
 
 
 def leaves(values: dict[str, Any], prefix: str = "") -> list[str]:
@@ -467,8 +655,30 @@ def leaves(values: dict[str, Any], prefix: str = "") -> list[str]:
     return keys
 
 
-def test_the_readme_documents_every_value() -> None:
+def readme_values_table() -> dict[str, Any]:
+    """The README's values table: key to its default, read as YAML from the cell."""
     readme = (helm.CHART / "README.md").read_text()
+    rows = re.findall(r"^\| `([^`]+)` \| `([^`]*)` \|", readme, re.M)
+    assert rows, "no values table"
+    table: dict[str, Any] = {}
+    for key, default in rows:
+        assert key not in table, f"{key} twice in the README's values table"
+        table[key] = yaml.safe_load(default)
+    return table
+
+
+def test_the_readme_documents_every_value_with_its_default() -> None:
+    table = readme_values_table()
     values = yaml.safe_load((helm.CHART / "values.yaml").read_text())
-    missing = [key for key in leaves(values) if f"| `{key}` |" not in readme]
+    expected = {}
+    for key in leaves(values):
+        value: Any = values
+        for part in key.split("."):
+            value = value[part]
+        expected[key] = value
+    missing = sorted(expected.keys() - table.keys())
     assert not missing, f"not in the README's values table: {missing}"
+    unknown = sorted(table.keys() - expected.keys())
+    assert not unknown, f"in the README's values table, not in values.yaml: {unknown}"
+    wrong = {key: (table[key], expected[key]) for key in expected if table[key] != expected[key]}
+    assert not wrong, f"README default != values.yaml (README, values.yaml): {wrong}"

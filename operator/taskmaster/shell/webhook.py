@@ -47,7 +47,8 @@ HANDLER_ID = "validate-scheduledtask"
 # webhook.timeoutSeconds is at least 4 for this reason).
 DRY_RUN_TIMEOUT = 3.0
 # How often the certificate and caBundle are re-checked: renewals are 30 days
-# ahead, but a caBundle reset by a `helm upgrade` should heal within a minute.
+# ahead, but a caBundle dropped by a replace (`helm upgrade --force`, a sync that
+# does not ignore it) should heal within a minute.
 RECHECK_SECONDS = 60.0
 RETRY_SECONDS = 5.0
 # How long the start waits for the shared certificate before serving a provisional one.

@@ -38,11 +38,18 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: taskmaster
 {{- end -}}
 
+{{/*
+The operator's ServiceAccount. An existing one (serviceAccount.create=false)
+must be named: falling back to "default" would bind the operator's rights to
+every pod of the namespace that runs as "default".
+*/}}
 {{- define "taskmaster.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "taskmaster.fullname" .) .Values.serviceAccount.name -}}
+{{- else if .Values.serviceAccount.name -}}
+{{- .Values.serviceAccount.name -}}
 {{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
+{{- fail "serviceAccount.name is required with serviceAccount.create=false: the chart will not bind the operator's rights to the namespace's \"default\" ServiceAccount" -}}
 {{- end -}}
 {{- end -}}
 
