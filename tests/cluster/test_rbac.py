@@ -563,6 +563,12 @@ def test_the_built_in_roles_aggregate_the_chart_roles(
     people_release: helm.Release, api: client.ApiClient, kubeconfig: Path
 ) -> None:
     rbac = client.RbacAuthorizationV1Api(api)
+    # This release's roles are the only source of the rules the built-in ones gain.
+    for aggregate in ("view", "edit"):
+        label = f"rbac.authorization.k8s.io/aggregate-to-{aggregate}=true"
+        sources = rbac.list_cluster_role(label_selector=label).items
+        granting = {role.metadata.name for role in sources if _grants(role, "get")}
+        assert granting == {f"{people_release.fullname}-{aggregate}"}
     # kube-controller-manager's clusterrole-aggregation controller fills them.
     for built_in, verb in (("view", "watch"), ("edit", "create"), ("admin", "delete")):
         until(
