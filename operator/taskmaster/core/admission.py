@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from taskmaster.core.names import Run, TaskRef
 from taskmaster.core.render import render_job
 from taskmaster.core.spec import FieldError, TaskSpec, parse_spec
+from taskmaster.core.status import parse_time
 
 
 def needs_review(
@@ -37,25 +38,17 @@ def needs_review(
     return False
 
 
-def _created(task: Mapping[str, Any], now: datetime) -> datetime:
-    stamp = (task.get("metadata") or {}).get("creationTimestamp")
-    if isinstance(stamp, str):
-        try:
-            return datetime.fromisoformat(stamp).astimezone(UTC)
-        except ValueError:
-            pass
-    return now
-
-
 def parse_task(task: Mapping[str, Any], *, now: datetime) -> TaskSpec:
-    """The task's spec as the operator will read it; InvalidSpec names every bad field."""
+    """The task's spec as the operator reads it (scheduler and webhook alike);
+    InvalidSpec names every bad field. `now` stands in for a creation time not
+    assigned yet (an object under review at CREATE)."""
     metadata = task.get("metadata") or {}
     raw = task.get("spec")
     return parse_spec(
         raw if isinstance(raw, Mapping) else {},
         namespace=str(metadata.get("namespace") or ""),
         name=str(metadata.get("name") or ""),
-        created=_created(task, now),
+        created=parse_time(metadata.get("creationTimestamp")) or now,
     )
 
 

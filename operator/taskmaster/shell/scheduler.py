@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from taskmaster.core.admission import parse_task
 from taskmaster.core.decide import Plan, TaskState, decide, due_at
 from taskmaster.core.names import ANNOTATION_RUN_NOW, KIND, Run, TaskRef, job_name
 from taskmaster.core.render import render_job, rfc3339
-from taskmaster.core.spec import InvalidSpec, TaskSpec, parse_spec
+from taskmaster.core.spec import InvalidSpec, TaskSpec
 from taskmaster.core.status import (
     HistoryEntry,
     JobView,
@@ -90,15 +91,8 @@ class Task:
     def parse(self) -> None:
         if self.parsed == self.generation and self.parsed is not None:
             return
-        metadata = self.body["metadata"]
-        created = parse_time(metadata.get("creationTimestamp")) or datetime.now(UTC)
         try:
-            self.spec = parse_spec(
-                self.body.get("spec") or {},
-                namespace=self.ref.namespace,
-                name=self.ref.name,
-                created=created,
-            )
+            self.spec = parse_task(self.body, now=datetime.now(UTC))
             self.invalid = None
         except InvalidSpec as invalid:
             self.spec, self.invalid = None, invalid
