@@ -64,6 +64,15 @@ async def _json(response: Any, expected: tuple[int, ...] = (200, 201, 202)) -> A
     return json.loads(body) if body else None
 
 
+async def json_unless_missing(response: Any) -> dict[str, Any] | None:
+    """The object read, None when it does not exist (404)."""
+    if response.status == 404:
+        await response.read()
+        return None
+    result: dict[str, Any] = await _json(response)
+    return result
+
+
 class Kube:
     def __init__(self, api: client.ApiClient, instance: str) -> None:
         self.api = api
@@ -219,11 +228,7 @@ class Kube:
         response = await self.core.read_namespaced_secret_without_preload_content(
             name=name, namespace=namespace
         )
-        if response.status == 404:
-            await response.read()
-            return None
-        result: dict[str, Any] = await _json(response)
-        return result
+        return await json_unless_missing(response)
 
     async def create_secret(self, namespace: str, secret: Mapping[str, Any]) -> bool:
         """Create a Secret; False when one of that name exists (someone else was first)."""
@@ -247,11 +252,7 @@ class Kube:
     async def read_webhook_configuration(self, name: str) -> dict[str, Any] | None:
         api = self.admission
         response = await api.read_validating_webhook_configuration_without_preload_content(name)
-        if response.status == 404:
-            await response.read()
-            return None
-        result: dict[str, Any] = await _json(response)
-        return result
+        return await json_unless_missing(response)
 
     async def patch_webhook_configuration(
         self, name: str, operations: Sequence[Mapping[str, Any]]

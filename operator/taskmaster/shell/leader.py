@@ -22,6 +22,8 @@ from typing import Any, cast
 
 from kubernetes.aio import client
 
+from taskmaster.shell.kube import json_unless_missing
+
 logger = logging.getLogger(__name__)
 
 
@@ -56,13 +58,7 @@ class LeaderElector:
         response = await self.leases.read_namespaced_lease_without_preload_content(
             self.config.name, self.config.namespace
         )
-        body = await response.read()
-        if response.status == 404:
-            return None
-        if response.status != 200:
-            raise RuntimeError(f"reading Lease: {response.status} {body[:200]!r}")
-        lease: dict[str, Any] = json.loads(body)
-        return lease
+        return await json_unless_missing(response)
 
     async def _try_acquire_or_renew(self) -> bool:
         started = time.monotonic()
