@@ -152,7 +152,7 @@ def test_sigterm_the_leader_hands_over_at_once(
     recorder.close()
 
     assert takeover <= 3, f"takeover took {takeover:.2f}s"
-    assert "released" in leader.logs()
+    assert re.search(r"lease \S+: released$", leader.logs(), re.M)
     assert_every_second_ran_once(recorder)
     print(f"SIGTERM takeover: {takeover:.2f}s")
 

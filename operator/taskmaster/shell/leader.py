@@ -49,6 +49,8 @@ class LeaderElector:
         self._observed_at = 0.0
         # Monotonic time until which this replica surely holds the Lease.
         self.valid_until = 0.0
+        # Set on shutdown: the campaign must not take back the Lease it released.
+        self.released = False
 
     @property
     def leading(self) -> bool:
@@ -115,6 +117,8 @@ class LeaderElector:
         return True
 
     async def _attempt(self) -> bool:
+        if self.released:
+            return False
         try:
             return await asyncio.wait_for(
                 self._try_acquire_or_renew(), timeout=self.config.retry_period * 2
@@ -152,24 +156,37 @@ class LeaderElector:
             )
 
     async def release(self) -> None:
-        """Give the Lease up at once if this replica holds it (on shutdown)."""
+        """Give the Lease up at once if this replica holds it (on shutdown).
+
+        A renewal already in flight can write between the read and the write
+        here (409): read again, as long as the Lease is still ours.
+        """
         self.valid_until = 0.0
-        try:
-            lease = await self._get()
-            if lease is None or (lease.get("spec") or {}).get("holderIdentity") != (
-                self.config.identity
-            ):
+        self.released = True
+        for _ in range(3):
+            try:
+                lease = await self._get()
+                if lease is None or (lease.get("spec") or {}).get("holderIdentity") != (
+                    self.config.identity
+                ):
+                    return
+                lease["spec"].update(
+                    {"holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": _now()}
+                )
+                response = await self.leases.replace_namespaced_lease_without_preload_content(
+                    self.config.name, self.config.namespace, cast(Any, lease)
+                )
+                await response.read()
+            except Exception as error:
+                logger.warning("lease %s: release failed: %s", self.config.name, error)
                 return
-            lease["spec"].update(
-                {"holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": _now()}
-            )
-            response = await self.leases.replace_namespaced_lease_without_preload_content(
-                self.config.name, self.config.namespace, cast(Any, lease)
-            )
-            await response.read()
-            logger.info("lease %s: released (%s)", self.config.name, response.status)
-        except Exception as error:
-            logger.warning("lease %s: release failed: %s", self.config.name, error)
+            if response.status == 200:
+                logger.info("lease %s: released", self.config.name)
+                return
+            if response.status != 409:
+                logger.warning("lease %s: release refused (%s)", self.config.name, response.status)
+                return
+        logger.warning("lease %s: not released: it kept changing", self.config.name)
 
 
 async def _call(callback: Callable[[], Awaitable[None] | None]) -> None:
