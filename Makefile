@@ -35,8 +35,8 @@ cluster-down: ## stop the local cluster and every process of it (idempotent)
 	@if [[ -x $(TOOLS)/kwokctl ]]; then hack/cluster.sh down; fi
 
 lint: venv ## ruff, mypy --strict, import-linter, hadolint (helm lint runs in the chart tests)
-	$(BIN)/ruff check operator tests hack
-	$(BIN)/ruff format --check operator tests hack
+	$(BIN)/ruff check operator tests hack bench
+	$(BIN)/ruff format --check operator tests hack bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile worker-image/Dockerfile
@@ -45,8 +45,8 @@ chart-crds: ## refresh the Helm chart's copy of crds/
 	cp crds/*.yaml deploy/helm/taskmaster/files/crds/
 
 fmt: venv ## format and fix what ruff can
-	$(BIN)/ruff format operator tests hack
-	$(BIN)/ruff check --fix operator tests hack
+	$(BIN)/ruff format operator tests hack bench
+	$(BIN)/ruff check --fix operator tests hack bench
 
 test: lint tools ## lint, then every test (starts the local cluster when it is not up)
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -60,8 +60,11 @@ demo: tools venv ## the operator on the local cluster, running the examples, wit
 argocd-cm: venv ## regenerate deploy/argocd/argocd-cm.yaml from the Argo CD Lua scripts
 	$(BIN)/python hack/argocd_cm.py
 
-bench bench-quick: ## benchmarks (not written yet)
-	@echo "no benchmark yet: see the benchmark issue" >&2
+bench: tools venv ## TaskMaster vs the CronJob controller on a fresh local cluster (~1 h): bench/results/
+	$(BIN)/python -m bench
+
+bench-quick: tools venv ## the same workloads with smaller numbers (< 5 min): bench/results/quick.*
+	$(BIN)/python -m bench --quick
 
 docs: venv ## regenerate docs/reference.md from the CRD
 	$(BIN)/python hack/crd_reference.py --output docs/reference.md

@@ -6,11 +6,14 @@
 #   hack/cluster.sh up      idempotent; writes .cluster/kubeconfig
 #   hack/cluster.sh down    idempotent; stops every process of the cluster
 #   hack/cluster.sh status  exits 0 when the API server is ready
+#
+# TASKMASTER_CLUSTER_NAME and TASKMASTER_CLUSTER_STATE (default .cluster) run
+# a second cluster beside the first: the benchmark's own.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=$root/.tools/bin
-state=$root/.cluster
+state=${TASKMASTER_CLUSTER_STATE:-$root/.cluster}
 name=${TASKMASTER_CLUSTER_NAME:-taskmaster}
 kubeconfig=$state/kubeconfig
 # kwokctl keeps each cluster's certificates, logs and pid files here.

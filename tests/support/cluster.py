@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +28,22 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _component(cluster_dir: Path, name: str) -> dict[str, Any]:
+def component(cluster_dir: Path, name: str) -> dict[str, Any]:
     for document in yaml.safe_load_all((cluster_dir / "kwok.yaml").read_text()):
         if document and document.get("kind") == "KwokctlConfiguration":
-            component: dict[str, Any] = next(c for c in document["components"] if c["name"] == name)
-            return component
+            found: dict[str, Any] = next(c for c in document["components"] if c["name"] == name)
+            return found
     raise LookupError(f"no component {name} in {cluster_dir}")
 
 
-def restart_component(cluster_dir: Path, name: str, down_for: float) -> None:
-    """Stop one control-plane process, keep it down, start it again as kwokctl did."""
-    component = _component(cluster_dir, name)
+def restart_component(
+    cluster_dir: Path, name: str, down_for: float, extra_args: Sequence[str] = ()
+) -> None:
+    """Stop one control-plane process, keep it down, start it again as kwokctl did.
+
+    `extra_args` come after kwokctl's own: a flag given again overrides its value.
+    """
+    process_spec = component(cluster_dir, name)
     pid_file = cluster_dir / "pids" / f"{name}.pid"
     pid = int(pid_file.read_text())
     os.kill(pid, signal.SIGKILL)  # a crash; a graceful stop can take a minute
@@ -45,8 +51,8 @@ def restart_component(cluster_dir: Path, name: str, down_for: float) -> None:
     time.sleep(down_for)  # the outage itself
     with (cluster_dir / "logs" / f"{name}.log").open("ab") as log:
         process = subprocess.Popen(
-            [component["binary"], *component["args"]],
-            cwd=component["workDir"],
+            [process_spec["binary"], *process_spec["args"], *extra_args],
+            cwd=process_spec["workDir"],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

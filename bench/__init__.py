@@ -1,0 +1,1 @@
+"""TaskMaster against the built-in CronJob controller on a local cluster (`make bench`)."""

@@ -1,0 +1,198 @@
+"""`python -m bench [--quick]`: every workload on a fresh local cluster, then the report.
+
+Order: ceiling; minute bursts (TaskMaster and the CronJob controller in
+alternate minutes, kube-controller-manager at its defaults); the same bursts
+for the CronJob controller with its rate limit raised; steady load; cold
+start; the ramp. The cluster is the benchmark's own and is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tests.support.operator import OperatorProcess
+
+from bench import report
+from bench.api import Api, JobWatch
+from bench.cluster import CRONJOB_WORKERS, DEFAULT_QPS, ROOT, STATE, Cluster, machine
+from bench.workloads import (
+    NAMESPACE,
+    Bench,
+    Rate,
+    burst,
+    ceiling,
+    cold_start,
+    ramp,
+    steady,
+)
+
+logger = logging.getLogger("bench")
+RESULTS = ROOT / "bench" / "results"
+# kube-controller-manager's rate limit for `cronjob-equal-qps`: TaskMaster's
+# client has none, and this one is far above what either scheduler reaches.
+EQUAL_QPS = {"qps": 2000, "burst": 4000}
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    ceiling_jobs: int
+    burst_sizes: tuple[int, ...]
+    steady_tasks: int
+    steady_rate: Rate
+    steady_seconds: float
+    cold_seconds: float
+    ramp_rates: tuple[Rate, ...]
+    ramp_seconds: float
+
+
+FULL = Profile(
+    name="full",
+    ceiling_jobs=3000,
+    burst_sizes=(100, 1000, 5000),
+    steady_tasks=10_000,
+    steady_rate=Rate("H H/10 * * * *", 600),
+    steady_seconds=600,
+    cold_seconds=60,
+    ramp_rates=(
+        Rate("H H/5 * * * *", 300),
+        Rate("H H/2 * * * *", 120),
+        Rate("H * * * * *", 60),
+        Rate("H/30 * * * * *", 30),
+        Rate("H/20 * * * * *", 20),
+        Rate("H/15 * * * * *", 15),
+        Rate("H/10 * * * * *", 10),
+    ),
+    ramp_seconds=60,
+)
+# Under five minutes: the same shape, smaller numbers.
+QUICK = Profile(
+    name="quick",
+    ceiling_jobs=500,
+    burst_sizes=(100,),
+    steady_tasks=500,
+    steady_rate=Rate("H/30 * * * * *", 30),
+    steady_seconds=30,
+    cold_seconds=15,
+    ramp_rates=(Rate("H/10 * * * * *", 10),),
+    ramp_seconds=15,
+)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller numbers, under 5 minutes")
+    parser.add_argument("--keep-cluster", action="store_true", help="leave the cluster running")
+    parser.add_argument(
+        "--no-readme", action="store_true", help="do not update README's table (full runs)"
+    )
+    return parser.parse_args(argv)
+
+
+async def run(profile: Profile, cluster: Cluster) -> tuple[dict[str, Any], dict[Any, Any]]:
+    api = Api(cluster.kubeconfig)
+    try:
+        for manifest in sorted((ROOT / "crds").glob("*.yaml")):
+            cluster.kubectl("apply", "-f", str(manifest))
+        cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        cluster.kubectl("create", "namespace", NAMESPACE)
+        cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", NAMESPACE)
+        version = await api.request("GET", "/version")
+        operator_kubeconfig = cluster.operator_kubeconfig()
+        operator_log = STATE / "operator.log"
+        operator_args = ["--namespace", NAMESPACE]
+        operator = OperatorProcess(operator_kubeconfig, operator_log, operator_args)
+        await asyncio.to_thread(operator.start)
+        watch = JobWatch(api, NAMESPACE)
+        await watch.start()
+        bench = Bench(api, cluster, watch, operator)
+        result: dict[str, Any] = {"ceiling": await ceiling(bench, profile.ceiling_jobs)}
+
+        bursts, lags = [], {}
+        for n in profile.burst_sizes:
+            for scheduler in ("taskmaster", "cronjob"):
+                done = await burst(bench, scheduler, n)
+                bursts.append(done.summary)
+                lags[scheduler, n] = done.lags
+        await bench.clean()
+        await asyncio.to_thread(
+            cluster.restart_controller_manager, EQUAL_QPS["qps"], EQUAL_QPS["burst"]
+        )
+        for n in profile.burst_sizes:
+            done = await burst(bench, "cronjob-equal-qps", n)
+            bursts.append(done.summary)
+            lags["cronjob-equal-qps", n] = done.lags
+        result["minute_burst"] = bursts
+
+        # The Job controller keeps up with thousands of pods only at the raised rate limit.
+        result["steady"], _ = await steady(
+            bench, profile.steady_tasks, profile.steady_rate, profile.steady_seconds
+        )
+        result["cold_start"], bench.operator = await cold_start(
+            bench, operator_kubeconfig, operator_log, operator_args, profile.cold_seconds
+        )
+        result["ramp"] = await ramp(bench, profile.ramp_rates, profile.ramp_seconds)
+        on_time = [s for s in result["ramp"] if (s["lag_p99_s"] or 1e9) <= 1.0]
+        result["steady"]["max_fires_per_s_on_time"] = max(
+            [result["steady"]["fires_per_s"], *(s["fires_per_s"] for s in on_time)]
+        )
+        await asyncio.to_thread(bench.operator.stop)
+        await watch.stop()
+        result["kubernetes_version"] = version.get("gitVersion")
+        result["cluster"] = {
+            "kwok": cluster.describe(),
+            "kube_controller_manager": {
+                "default": DEFAULT_QPS,
+                "equal_qps": {
+                    "kube_api_qps": EQUAL_QPS["qps"],
+                    "kube_api_burst": EQUAL_QPS["burst"],
+                },
+                "concurrent_cron_job_syncs": CRONJOB_WORKERS,
+            },
+        }
+        return result, lags
+    finally:
+        await api.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    options = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    profile = QUICK if options.quick else FULL
+    cluster = Cluster()
+    started = time.monotonic()
+    cluster.up()
+    try:
+        result, lags = asyncio.run(run(profile, cluster))
+    finally:
+        if not options.keep_cluster:
+            cluster.down()
+    date = datetime.now(UTC).strftime("%Y-%m-%d")
+    result = {
+        "date": date,
+        "profile": profile.name,
+        "machine": machine(),
+        **result,
+        "duration_s": round(time.monotonic() - started),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = RESULTS / (date if profile is FULL else "quick")
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    plots = report.plot(result, lags, stem)
+    stem.with_suffix(".md").write_text(report.markdown(result, [p.name for p in plots]))
+    if profile is FULL and not options.no_readme:
+        report.update_readme(ROOT / "README.md", result, f"bench/results/{date}.md")
+    print(report.targets_table(result))
+    logger.info("results in %s.{json,md}", stem)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""The benchmark's report: Markdown tables, the targets checked, plots, README's table."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEDULERS = ("taskmaster", "cronjob", "cronjob-equal-qps")
+README_BEGIN = "<!-- bench:begin -->"
+README_END = "<!-- bench:end -->"
+
+
+def _s(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _find(result: Mapping[str, Any], scheduler: str, n: int) -> Mapping[str, Any] | None:
+    return next(
+        (r for r in result["minute_burst"] if r["scheduler"] == scheduler and r["n"] == n), None
+    )
+
+
+@dataclass(frozen=True)
+class Target:
+    what: str
+    measured: str
+    met: bool | None  # None: not measured in this run
+
+
+def _compare(
+    value: float | None, limit: float | None, ok: Callable[[float, float], bool]
+) -> bool | None:
+    if value is None or limit is None:
+        return None
+    return ok(value, limit)
+
+
+def targets(result: Mapping[str, Any]) -> list[Target]:
+    """The targets, each with what this run measured (bursts of 1,000, or the
+    largest below that in a quick run)."""
+    sizes = sorted({r["n"] for r in result["minute_burst"]})
+    burst_n = max((n for n in sizes if n <= 1000), default=1000)
+    ours, default, equal = (_find(result, s, burst_n) or {} for s in SCHEDULERS)
+    steady, cold = result["steady"], result["cold_start"]
+    ceiling = result["ceiling"]["creates_per_s"]
+    largest = max((r["n"] for r in result["minute_burst"]), default=0)
+    rate = (_find(result, "taskmaster", largest) or {}).get("creates_per_s")
+    le: Callable[[float, float], bool] = lambda a, b: a <= b  # noqa: E731
+    lt: Callable[[float, float], bool] = lambda a, b: a < b  # noqa: E731
+    default_makespan = default.get("makespan_s")
+    return [
+        Target(
+            f"burst N={burst_n}: TaskMaster p99 lag ≤ 2 s",
+            f"{_s(ours.get('lag_p99_s'))} s",
+            _compare(ours.get("lag_p99_s"), 2.0, le),
+        ),
+        Target(
+            f"burst N={burst_n}: makespan ≤ 1/5 of CronJob's (default settings)",
+            f"{_s(ours.get('makespan_s'))} s vs {_s(default_makespan)} s",
+            _compare(ours.get("makespan_s"), default_makespan and default_makespan / 5, le),
+        ),
+        Target(
+            f"burst N={burst_n}: makespan ≤ CronJob's with equal QPS",
+            f"{_s(ours.get('makespan_s'))} s vs {_s(equal.get('makespan_s'))} s",
+            _compare(ours.get("makespan_s"), equal.get("makespan_s"), le),
+        ),
+        Target(
+            "steady: p99 lag ≤ 1 s",
+            f"{_s(steady.get('lag_p99_s'))} s at {steady.get('fires_per_s')} runs/s",
+            _compare(steady.get("lag_p99_s"), 1.0, le),
+        ),
+        Target(
+            "steady: operator < 1 CPU core",
+            f"{steady.get('cpu_cores')} cores",
+            _compare(steady.get("cpu_cores"), 1.0, lt),
+        ),
+        Target(
+            "steady: peak RSS ≤ 300 MB",
+            f"{steady.get('peak_rss_mb')} MB",
+            _compare(steady.get("peak_rss_mb"), 300.0, le),
+        ),
+        Target(
+            f"cold start with {cold.get('tasks')} tasks: ready ≤ 15 s, no duplicate",
+            f"{_s(cold.get('ready_s'))} s, {cold.get('duplicates')} duplicates",
+            None
+            if cold.get("ready_s") is None
+            else cold["ready_s"] <= 15 and cold.get("duplicates") == 0,
+        ),
+        Target(
+            f"burst N={largest}: create rate ≥ 70% of the ceiling",
+            f"{_s(rate)}/s of {ceiling}/s"
+            + (f" ({rate / ceiling:.0%})" if rate and ceiling else ""),
+            _compare(rate, 0.7 * ceiling, lambda a, b: a >= b),
+        ),
+    ]
+
+
+def _mark(met: bool | None) -> str:
+    return {True: "met", False: "**missed**", None: "not measured"}[met]
+
+
+def burst_table(result: Mapping[str, Any]) -> str:
+    rows = [
+        "| scheduler | N | p50 (s) | p90 (s) | p99 (s) | max (s) | makespan (s) | Jobs/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(
+        result["minute_burst"], key=lambda r: (r["n"], SCHEDULERS.index(r["scheduler"]))
+    ):
+        rows.append(
+            f"| {r['scheduler']} | {r['n']} | {_s(r['lag_p50_s'])} | {_s(r.get('lag_p90_s'))} "
+            f"| {_s(r['lag_p99_s'])} | {_s(r['lag_max_s'])} | {_s(r['makespan_s'])} "
+            f"| {_s(r.get('creates_per_s'))} |"
+        )
+    return "\n".join(rows)
+
+
+def steady_table(result: Mapping[str, Any]) -> str:
+    rows = [
+        "| load | tasks | runs/s | p50 (s) | p99 (s) | max (s) | CPU (cores) | API requests/run |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    steady = result["steady"]
+    for name, step in [("steady", steady)] + [("ramp", step) for step in result.get("ramp", ())]:
+        rows.append(
+            f"| {name} `{step['schedule']}` | {steady['tasks']} | {step['fires_per_s']} "
+            f"| {_s(step['lag_p50_s'])} | {_s(step['lag_p99_s'])} | {_s(step.get('lag_max_s'))} "
+            f"| {step['cpu_cores']} | {step.get('api_requests_per_fire')} |"
+        )
+    return "\n".join(rows)
+
+
+def targets_table(result: Mapping[str, Any]) -> str:
+    rows = ["| target | measured | |", "|---|---|---|"]
+    rows += [f"| {t.what} | {t.measured} | {_mark(t.met)} |" for t in targets(result)]
+    return "\n".join(rows)
+
+
+def summary_tables(result: Mapping[str, Any]) -> str:
+    """What the README shows: the targets and the burst table."""
+    return "\n\n".join([targets_table(result), burst_table(result)])
+
+
+def markdown(result: Mapping[str, Any], plots: Sequence[str]) -> str:
+    machine, cluster = result["machine"], result["cluster"]
+    cold, ceiling = result["cold_start"], result["ceiling"]
+    kcm = cluster["kube_controller_manager"]
+    lines = [
+        f"# TaskMaster benchmark — {result['date']} ({result['profile']})",
+        "",
+        f"Machine: {machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, "
+        f"Linux {machine['kernel']}, Python {machine['python']}. "
+        f"Kubernetes {result['kubernetes_version']} (etcd, kube-apiserver, "
+        f"kube-controller-manager, kube-scheduler as local processes), kwok "
+        f"{cluster['kwok']['version']} simulating {cluster['kwok']['nodes']} nodes; "
+        f"{cluster['kwok']['pod_duration']}. Everything runs on the same cores.",
+        "",
+        "## Targets",
+        "",
+        targets_table(result),
+        "",
+        "## Minute burst",
+        "",
+        "N objects with `* * * * *`, created in the minute before; lag is from the "
+        "scheduled minute to the Job's ADDED event at a watcher, per object (its first "
+        "Job). `cronjob` is kube-controller-manager's CronJob controller at its default "
+        f"client rate limit ({kcm['default']['kube_api_qps']} QPS, burst "
+        f"{kcm['default']['kube_api_burst']}, per controller); `cronjob-equal-qps` at "
+        f"{kcm['equal_qps']['kube_api_qps']} QPS, burst {kcm['equal_qps']['kube_api_burst']}: "
+        "TaskMaster's client has no rate limit, and at this one kube-controller-manager's "
+        "does not bind either. Jobs/s: creation rate from the first Job of the burst to "
+        "the last.",
+        "",
+        burst_table(result),
+        "",
+        "## Steady load",
+        "",
+        "Every task at a second hashed from its name; lag is from each run's scheduled "
+        "time to its Job's ADDED event. CPU is the operator process's user + system time "
+        "over the window; API requests are the operator's, counted in the API server's "
+        f"audit log. Peak RSS {result['steady']['peak_rss_mb']} MB. The ramp shortens the "
+        "period until the p99 lag passes 1 s.",
+        "",
+        steady_table(result),
+        "",
+        "## Cold start",
+        "",
+        f"The operator replaced (SIGTERM, new process) with {cold['tasks']} tasks: "
+        f"ready (caches filled) after {cold['readyz_s']} s, every run on time from "
+        f"{cold['ready_s']} s; {cold['duplicates']} duplicate runs among "
+        f"{cold['jobs_checked']} Jobs.",
+        "",
+        "## Ceiling",
+        "",
+        f"A minimal asyncio client creating {ceiling['jobs']} Jobs, {ceiling['concurrency']} "
+        f"at a time: {ceiling['creates_per_s']} Jobs/s.",
+        "",
+        "## Plots",
+        "",
+        *[f"![{Path(plot).stem}]({Path(plot).name})" for plot in plots],
+        "",
+        "Reproduce: `make bench` (or `make bench-quick`).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(
+    result: Mapping[str, Any], lags: Mapping[tuple[str, int], Sequence[float]], stem: Path
+) -> list[Path]:
+    """Lag CDFs per scheduler (one panel per N) and makespan against N."""
+    import matplotlib  # noqa: PLC0415 (only a full report needs it)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    sizes = sorted({n for _, n in lags})
+    figure, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4), squeeze=False)
+    for axis, n in zip(axes[0], sizes, strict=True):
+        for scheduler in SCHEDULERS:
+            values = sorted(lags.get((scheduler, n), ()))
+            if values:
+                axis.step(
+                    values, [(i + 1) / n for i in range(len(values))], where="post", label=scheduler
+                )
+        axis.set_xscale("log")
+        axis.set_xlabel("lag after the scheduled minute (s)")
+        axis.set_ylabel("fraction of Jobs created")
+        axis.set_title(f"N = {n}")
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    cdf = stem.with_name(f"{stem.name}-lag-cdf.png")
+    figure.tight_layout()
+    figure.savefig(cdf, dpi=100)
+    plt.close(figure)
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for scheduler in SCHEDULERS:
+        points = sorted(
+            (r["n"], r["makespan_s"])
+            for r in result["minute_burst"]
+            if r["scheduler"] == scheduler and r["makespan_s"] is not None
+        )
+        if points:
+            axis.plot(*zip(*points, strict=True), marker="o", label=scheduler)
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("N (objects firing in the same minute)")
+    axis.set_ylabel("makespan (s)")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend()
+    makespan = stem.with_name(f"{stem.name}-makespan.png")
+    figure.tight_layout()
+    figure.savefig(makespan, dpi=100)
+    plt.close(figure)
+    return [cdf, makespan]
+
+
+def update_readme(readme: Path, result: Mapping[str, Any], report: str) -> None:
+    """Replace the table between README's bench markers by this run's."""
+    text = readme.read_text()
+    block = (
+        f"{README_BEGIN}\n"
+        f"Latest full run ({result['date']}, {result['machine']['cores']} cores, "
+        f"Kubernetes {result['kubernetes_version']}; report: [{report}]({report})):\n\n"
+        f"{summary_tables(result)}\n{README_END}"
+    )
+    pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"{readme} has no {README_BEGIN} … {README_END} block")
+    readme.write_text(pattern.sub(lambda _: block, text))

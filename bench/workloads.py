@@ -1,0 +1,373 @@
+"""The four workloads: ceiling, minute burst, steady load (with its ramp), cold start.
+
+Each one acts on the cluster, waits on the clock or the watch, and returns
+what it measured; the arithmetic is in `bench.stats`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.support.operator import OperatorProcess
+
+from bench.api import CRONJOBS, EVENTS, JOBS, PODS, TASKS, Api, JobWatch, each
+from bench.cluster import Cluster, process_cpu_seconds, process_peak_rss_mb
+from bench.stats import (
+    Lags,
+    burst_lags,
+    create_rate,
+    duplicates,
+    fire_lags,
+    on_time_after,
+)
+
+logger = logging.getLogger("bench")
+
+NAMESPACE = "bench"
+# A run later than this is late (the steady-load target).
+ON_TIME_S = 1.0
+# What the ceiling client and both schedulers' Jobs look like.
+_POD = {
+    "metadata": {"annotations": {"sim.taskmaster.dev/duration": "100ms"}},
+    "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox:1.36"}]},
+}
+
+
+def job_template(*, suspend: bool) -> dict[str, Any]:
+    """A Job template; suspended ones get no pods, so a burst measures Job creation alone
+    (the Job controller's pod work is the same whichever scheduler created the Job)."""
+    return {"spec": {"suspend": suspend, "backoffLimit": 0, "template": _POD}}
+
+
+def scheduled_task(name: str, schedule: str, template: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "taskmaster.dev/v1",
+        "kind": "ScheduledTask",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "schedule": schedule,
+            "successfulJobsHistoryLimit": 1,
+            "failedJobsHistoryLimit": 1,
+            "jobTemplate": template,
+        },
+    }
+
+
+def cronjob(name: str, schedule: str, template: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "schedule": schedule,
+            "successfulJobsHistoryLimit": 1,
+            "failedJobsHistoryLimit": 1,
+            "jobTemplate": template,
+        },
+    }
+
+
+def next_minute(after: float) -> float:
+    return (math.floor(after / 60) + 1) * 60
+
+
+async def sleep_until(when: float) -> None:
+    await asyncio.sleep(max(0.0, when - time.time()))
+
+
+def _ns(path: str) -> str:
+    return path.format(ns=NAMESPACE)
+
+
+def _seconds(value: float) -> float | None:
+    """A duration for the JSON: milliseconds are plenty; unknown (NaN, inf) is null."""
+    return round(value, 3) if math.isfinite(value) else None
+
+
+@dataclass
+class Bench:
+    api: Api
+    cluster: Cluster
+    watch: JobWatch
+    operator: OperatorProcess
+
+    async def create_all(self, path: str, bodies: Sequence[dict[str, Any]]) -> None:
+        await each(lambda body: self.api.request("POST", _ns(path), body), bodies)
+
+    async def clean(self) -> None:
+        """Delete every task, CronJob, Job, pod and Event of the namespace, and wait until
+        they are gone: what one round leaves must not weigh on the next."""
+        for path in (TASKS, CRONJOBS):
+            await self.api.delete_collection(_ns(path))
+        await self.api.delete_collection(_ns(JOBS), propagationPolicy="Background")
+        await self.api.delete_collection(_ns(EVENTS))
+        deadline = time.monotonic() + 600
+        for path in (TASKS, CRONJOBS, JOBS, PODS):
+            while await self.api.count(_ns(path)):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{_ns(path)} still has objects after the clean-up")
+                await asyncio.sleep(0.5)
+
+    def operator_tasks(self) -> dict[str, float]:
+        """The operator's `taskmaster_tasks` gauge, by phase."""
+        text = self.operator.metrics()
+        return {
+            phase: float(count)
+            for phase, count in re.findall(r'^taskmaster_tasks\{phase="(\w+)"\} (\S+)', text, re.M)
+        }
+
+    async def until_scheduled(self, count: int) -> None:
+        """Until the operator has written a status for `count` tasks (none still Pending)."""
+        while True:
+            phases = self.operator_tasks()
+            if sum(phases.values()) >= count and not phases.get("Pending"):
+                return
+            await asyncio.sleep(0.5)
+
+    async def until_observed(self) -> None:
+        """Until every task's status reflects its current spec (observedGeneration)."""
+        while True:
+            tasks = await self.api.list(_ns(TASKS))
+            if all(
+                (task.get("status") or {}).get("observedGeneration")
+                == task["metadata"]["generation"]
+                for task in tasks
+            ):
+                return
+            await asyncio.sleep(2)
+
+    @property
+    def pid(self) -> int:
+        if self.operator.process is None:
+            raise RuntimeError("the operator is not running")
+        return self.operator.process.pid
+
+
+# -- 4. ceiling ---------------------------------------------------------------
+
+
+async def ceiling(bench: Bench, jobs: int, concurrency: int = 64) -> dict[str, Any]:
+    """The API server's Job-create throughput for a client that does nothing else."""
+    await bench.clean()
+    template = job_template(suspend=True)
+    bodies = [
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": f"ceiling-{i:05}", "namespace": NAMESPACE},
+            "spec": template["spec"],
+        }
+        for i in range(jobs)
+    ]
+    started = time.monotonic()
+    await each(
+        lambda body: bench.api.request("POST", _ns(JOBS), body), bodies, concurrency=concurrency
+    )
+    elapsed = time.monotonic() - started
+    await bench.clean()
+    logger.info("ceiling: %d Jobs in %.1fs", jobs, elapsed)
+    return {"creates_per_s": round(jobs / elapsed, 1), "jobs": jobs, "concurrency": concurrency}
+
+
+# -- 1. minute burst ----------------------------------------------------------
+
+
+def _prepare_seconds(n: int) -> float:
+    """Time to create n objects and, for tasks, for the operator to write their status."""
+    return 5 + n / 120
+
+
+@dataclass(frozen=True)
+class Burst:
+    summary: dict[str, Any]
+    lags: list[float]
+
+
+async def burst(bench: Bench, scheduler: str, n: int) -> Burst:
+    """N objects with `* * * * *`; per object, its first Job's lag after the minute."""
+    await bench.clean()
+    # Objects created in the minute before fire first at its end: this minute's
+    # end if there is time to create them (and the operator to see them).
+    now = time.time()
+    minute = next_minute(now)
+    if minute - now < _prepare_seconds(n):
+        minute += 60
+        await sleep_until(minute - 60 + 0.5)
+    created_from = time.time()
+    template = job_template(suspend=True)
+    if scheduler == "taskmaster":
+        bodies = [scheduled_task(f"burst-{i:05}", "* * * * *", template) for i in range(n)]
+        await bench.create_all(TASKS, bodies)
+        async with asyncio.timeout(minute - time.time()):
+            await bench.until_scheduled(n)
+    else:
+        bodies = [cronjob(f"burst-{i:05}", "* * * * *", template) for i in range(n)]
+        await bench.create_all(CRONJOBS, bodies)
+    if (margin := minute - time.time()) < 2:
+        logger.warning("%s n=%d: ready only %.1fs before the minute", scheduler, n, margin)
+    audit_start = bench.cluster.audit_offset()
+    # Generous: the CronJob controller at its default rate limit makes ~10 Jobs a second.
+    deadline = minute + 120 + n * 0.15
+    kind = "ScheduledTask" if scheduler == "taskmaster" else "CronJob"
+    jobs = []
+    while time.time() < deadline:
+        jobs = [job for job in bench.watch.since(created_from) if job.owner.startswith(kind)]
+        if len({job.owner for job in jobs}) >= n:
+            break
+        await asyncio.sleep(0.2)
+    lags = burst_lags(jobs, minute)
+    requests = bench.cluster.operator_requests(audit_start, bench.cluster.audit_offset())
+    # Objects whose Job never came count as infinitely late.
+    stats = Lags.of(lags + [math.inf] * (n - len(lags)))
+    summary = {
+        "scheduler": scheduler,
+        "n": n,
+        "lag_p50_s": _seconds(stats.p50),
+        "lag_p90_s": _seconds(stats.p90),
+        "lag_p99_s": _seconds(stats.p99),
+        "lag_max_s": _seconds(stats.max),
+        # Until the N-th Job exists, from the scheduled minute.
+        "makespan_s": _seconds(stats.max),
+        "creates_per_s": _seconds(create_rate(lags)),
+        "jobs": len(lags),
+    }
+    if scheduler == "taskmaster" and lags:
+        summary["operator_requests_per_s"] = round(sum(requests.values()) / max(lags), 1)
+    logger.info("burst %s n=%d: %s", scheduler, n, summary)
+    return Burst(summary, lags)
+
+
+# -- 2. steady load, and 3. cold start ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """What the operator did over a stretch of steady load."""
+
+    fires_per_s: float
+    lags: list[float]
+    cpu_cores: float
+    requests: dict[str, int]
+
+    def summary(self) -> dict[str, Any]:
+        stats = Lags.of(self.lags)
+        fires = len(self.lags)
+        return {
+            "fires_per_s": round(self.fires_per_s, 1),
+            "lag_p50_s": _seconds(stats.p50),
+            "lag_p90_s": _seconds(stats.p90),
+            "lag_p99_s": _seconds(stats.p99),
+            "lag_max_s": _seconds(stats.max),
+            "cpu_cores": round(self.cpu_cores, 3),
+            "fires": fires,
+            "api_requests_per_fire": round(sum(self.requests.values()) / fires, 2)
+            if fires
+            else None,
+        }
+
+
+async def measure(bench: Bench, seconds: float) -> Window:
+    pid = bench.pid
+    start = time.time()
+    cpu, audit = process_cpu_seconds(pid), bench.cluster.audit_offset()
+    await sleep_until(start + seconds)
+    cpu = process_cpu_seconds(pid) - cpu
+    requests = bench.cluster.operator_requests(audit, bench.cluster.audit_offset())
+    await asyncio.sleep(3)  # the last runs of the window appear
+    lags = fire_lags(bench.watch.since(start - 600), start, start + seconds)
+    return Window(len(lags) / seconds, lags, cpu / seconds, dict(requests))
+
+
+@dataclass(frozen=True)
+class Rate:
+    schedule: str
+    period_s: float
+
+
+async def steady(
+    bench: Bench, tasks: int, rate: Rate, seconds: float
+) -> tuple[dict[str, Any], list[float]]:
+    await bench.clean()
+    template = job_template(suspend=False)
+    bodies = [scheduled_task(f"steady-{i:05}", rate.schedule, template) for i in range(tasks)]
+    await bench.create_all(TASKS, bodies)
+    async with asyncio.timeout(300):
+        await bench.until_scheduled(tasks)
+    window = await measure(bench, seconds)
+    summary = {
+        "tasks": tasks,
+        "schedule": rate.schedule,
+        **window.summary(),
+        "peak_rss_mb": round(process_peak_rss_mb(bench.pid), 1),
+        "api_requests": window.requests,
+        "seconds": seconds,
+    }
+    logger.info("steady: %s", summary)
+    return summary, window.lags
+
+
+async def ramp(bench: Bench, rates: Sequence[Rate], seconds: float) -> list[dict[str, Any]]:
+    """Faster and faster schedules for the same tasks, until runs are late."""
+    steps = []
+    names = [task["metadata"]["name"] for task in await bench.api.list(_ns(TASKS))]
+    for rate in rates:
+        patch = {"spec": {"schedule": rate.schedule}}
+        await each(
+            lambda name, patch=patch: bench.api.request(  # type: ignore[misc]
+                "PATCH",
+                f"{_ns(TASKS)}/{name}",
+                patch,
+                content_type="application/merge-patch+json",
+            ),
+            names,
+        )
+        async with asyncio.timeout(600):
+            await bench.until_observed()
+        step = {"schedule": rate.schedule, **(await measure(bench, seconds)).summary()}
+        logger.info("ramp: %s", step)
+        steps.append(step)
+        if (step["lag_p99_s"] or math.inf) > ON_TIME_S:
+            break
+    return steps
+
+
+async def cold_start(
+    bench: Bench, kubeconfig: Path, log: Path, args: Sequence[str], seconds: float
+) -> tuple[dict[str, Any], OperatorProcess]:
+    """Replace the operator by a new process and time it to on-time runs."""
+    tasks = await bench.api.count(_ns(TASKS))
+    await asyncio.to_thread(bench.operator.stop)  # SIGTERM: the Lease is released
+    operator = OperatorProcess(kubeconfig, log, args)
+    started = time.time()
+    await asyncio.to_thread(operator.start)
+    readyz = time.time() - started
+    bench.operator = operator
+    await sleep_until(started + seconds)
+    await asyncio.sleep(3)
+    jobs = bench.watch.since(started - 600)
+    lags = fire_lags(jobs, started, started + seconds)
+    on_time = on_time_after(jobs, started, ON_TIME_S)
+    # Every Job of the steady load, the old process's included: a run started
+    # twice would have two Jobs (its name is fixed, so the second needs another).
+    seen = bench.watch.since(started - 3600)
+    stats = Lags.of(lags)
+    summary = {
+        "tasks": tasks,
+        # Until ready and every run since on time.
+        "ready_s": round(max(readyz, on_time), 2),
+        "readyz_s": round(readyz, 2),
+        "duplicates": duplicates(job.labels for job in seen),
+        "jobs_checked": len(seen),
+        "lag_p99_s": _seconds(stats.p99),
+        "fires": len(lags),
+    }
+    logger.info("cold start: %s", summary)
+    return summary, operator
