@@ -31,8 +31,10 @@ tools: ## build (or reuse the cached) cluster binaries and link them into .tools
 cluster-up: tools ## start the local cluster (idempotent); kubeconfig in .cluster/kubeconfig
 	hack/cluster.sh up
 
-cluster-down: ## stop the local cluster and every process of it (idempotent)
+cluster-down: ## stop the local cluster (and the benchmark's, if up) and every process of them (idempotent)
 	@if [[ -x $(TOOLS)/kwokctl ]]; then hack/cluster.sh down; fi
+	@if [[ -x $(TOOLS)/kwokctl && -d .cluster/bench ]]; then \
+	  TASKMASTER_CLUSTER_NAME=taskmaster-bench TASKMASTER_CLUSTER_STATE=$(CURDIR)/.cluster/bench hack/cluster.sh down; fi
 
 lint: venv ## ruff, mypy --strict, import-linter, hadolint (helm lint runs in the chart tests)
 	$(BIN)/ruff check operator tests hack bench

@@ -80,10 +80,10 @@ QUICK = Profile(
     burst_sizes=(100,),
     steady_tasks=500,
     steady_rate=Rate("H/30 * * * * *", 30),
-    steady_seconds=30,
-    cold_seconds=15,
+    steady_seconds=20,
+    cold_seconds=10,
     ramp_rates=(Rate("H/10 * * * * *", 10),),
-    ramp_seconds=15,
+    ramp_seconds=10,
 )
 
 
