@@ -116,3 +116,25 @@ def test_a_job_that_finishes_while_the_status_is_written_is_recorded_not_deleted
 
     assert kube.deleted == []
     assert [entry["jobName"] for entry in kube.status["history"]] == [job["metadata"]["name"]]
+
+
+def test_a_task_is_kept_without_its_managed_fields() -> None:
+    scheduler = Scheduler(cast(Any, None), Metrics())
+    metadata = {
+        "namespace": "ns",
+        "name": "t",
+        "uid": "uid",
+        "generation": 2,
+        "resourceVersion": "7",
+        "annotations": {"taskmaster.dev/run-now": "a"},
+        "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+    }
+    body = {"metadata": metadata, "spec": {"every": "1h"}, "status": {"phase": "Scheduled"}}
+
+    scheduler.task_event("ADDED", body)
+
+    kept = scheduler.tasks["ns/t"].body
+    assert "managedFields" not in kept["metadata"]
+    assert kept["metadata"] == {k: v for k, v in metadata.items() if k != "managedFields"}
+    assert (kept["spec"], kept["status"]) == (body["spec"], body["status"])
+    assert "managedFields" in metadata  # the watch's copy is left as it was

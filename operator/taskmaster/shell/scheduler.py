@@ -66,6 +66,13 @@ def _version(body: Mapping[str, Any]) -> int:
         return 0
 
 
+def _kept(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A task's body as kept in memory: without managedFields, which nothing here reads
+    and which are a large part of every object (each manager's fields, spec and status)."""
+    metadata = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
+    return {**body, "metadata": metadata}
+
+
 @dataclass
 class Task:
     """What the operator keeps of one ScheduledTask."""
@@ -172,10 +179,10 @@ class Scheduler:
         if task is not None and task.ref.uid == metadata["uid"]:
             if _version(body) < _version(task.body):
                 return  # older than what the operator itself wrote
-            task.body = dict(body)
+            task.body = _kept(body)
         else:
             ref = TaskRef(metadata["namespace"], metadata["name"], metadata["uid"])
-            self.tasks[key] = Task(ref=ref, body=dict(body))
+            self.tasks[key] = Task(ref=ref, body=_kept(body))
         self.poke(key)
 
     def job_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -419,7 +426,7 @@ class Scheduler:
                     return update.status
                 raise
             if _version(body) >= _version(task.body):
-                task.body = body
+                task.body = _kept(body)
         for entry in update.recorded:
             # One Missed entry can stand for many scheduled times; count the times.
             self.metrics.runs_finished.labels(
