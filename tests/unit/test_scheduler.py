@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+from taskmaster.core.admission import parse_task
 from taskmaster.core.decide import Plan
 from taskmaster.core.names import Run, TaskRef
 from taskmaster.core.render import render_job, rfc3339
@@ -138,3 +139,26 @@ def test_a_task_is_kept_without_its_managed_fields() -> None:
     assert kept["metadata"] == {k: v for k, v in metadata.items() if k != "managedFields"}
     assert (kept["spec"], kept["status"]) == (body["spec"], body["status"])
     assert "managedFields" in metadata  # the watch's copy is left as it was
+
+
+def test_only_job_updates_that_change_its_view_wake_the_task() -> None:
+    scheduler = Scheduler(cast(Any, None), Metrics())
+    created = datetime(2026, 5, 1, tzinfo=UTC)
+    task = {
+        "metadata": {"namespace": "ns", "name": "t", "uid": "uid", "generation": 1},
+        "spec": {"every": "1h", "jobTemplate": {"spec": {"template": {"spec": {}}}}},
+    }
+    spec = parse_task(task, now=created)
+    job = render_job(TaskRef("ns", "t", "uid"), spec, Run(created + timedelta(hours=1)))
+
+    def update(version: int, status: dict[str, Any]) -> None:
+        metadata = {**job["metadata"], "resourceVersion": str(version)}
+        scheduler.job_event("MODIFIED", {**job, "metadata": metadata, "status": status})
+
+    update(1, {"active": 1})
+    assert scheduler._dirty == {"ns/t"}
+    scheduler._dirty.clear()
+    update(2, {"active": 0, "uncountedTerminatedPods": {"succeeded": ["p"]}})
+    assert scheduler._dirty == set()
+    update(3, {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1})
+    assert scheduler._dirty == {"ns/t"}

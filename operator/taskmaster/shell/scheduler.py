@@ -213,8 +213,12 @@ class Scheduler:
             view = JobView.from_job(body)
             if view is None:
                 return
-            jobs[name] = view
             self._job_versions[(key, name)] = version
+            if jobs.get(name) == view:
+                # Most of a Job's updates (pod counts, finalizers, the controller's
+                # bookkeeping) change nothing a decision or the status reads.
+                return
+            jobs[name] = view
         self.poke(key)
 
     def pod_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
