@@ -162,3 +162,18 @@ def test_only_job_updates_that_change_its_view_wake_the_task() -> None:
     assert scheduler._dirty == set()
     update(3, {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1})
     assert scheduler._dirty == {"ns/t"}
+
+
+def test_the_echo_of_a_held_task_version_wakes_no_reconcile() -> None:
+    scheduler = Scheduler(cast(Any, None), Metrics())
+    metadata = {"namespace": "ns", "name": "t", "uid": "uid", "resourceVersion": "5"}
+    scheduler.task_event("ADDED", {"metadata": metadata, "spec": {}})
+    scheduler._dirty.clear()
+
+    # The status write's own event: the version the operator already holds.
+    scheduler.task_event("MODIFIED", {"metadata": metadata, "spec": {}})
+    assert scheduler._dirty == set()
+    newer = {**metadata, "resourceVersion": "6", "annotations": {"taskmaster.dev/run-now": "a"}}
+    scheduler.task_event("MODIFIED", {"metadata": newer, "spec": {}})
+    assert scheduler._dirty == {"ns/t"}
+    assert scheduler.tasks["ns/t"].body["metadata"]["resourceVersion"] == "6"

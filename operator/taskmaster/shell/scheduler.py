@@ -177,8 +177,13 @@ class Scheduler:
             return
         task = self.tasks.get(key)
         if task is not None and task.ref.uid == metadata["uid"]:
-            if _version(body) < _version(task.body):
+            version, held = _version(body), _version(task.body)
+            if version < held:
                 return  # older than what the operator itself wrote
+            if version == held and "resourceVersion" in metadata:
+                # The very object already held: mostly the echo of the operator's
+                # own status write, which would only redo the reconcile it came from.
+                return
             task.body = _kept(body)
         else:
             ref = TaskRef(metadata["namespace"], metadata["name"], metadata["uid"])
