@@ -43,6 +43,19 @@ def test_times_are_strictly_after_the_given_instant() -> None:
     assert fires("*/15 * * * *", utc(2026, 5, 1, 10, 15), 1) == [utc(2026, 5, 1, 10, 30)]
 
 
+def test_iterators_of_one_schedule_are_independent() -> None:
+    # They share the parsed expression; each keeps its own position, whatever
+    # order they are advanced in, and one in a time zone does not leak into another.
+    cron = parse_cron("0 30 2 * * *", NEW_YORK, hash_key="ns/task")
+    early, late = cron.times(utc(2026, 3, 1)), cron.times(utc(2026, 3, 20))
+    assert next(early) == utc(2026, 3, 1, 7, 30)
+    assert next(late) == utc(2026, 3, 20, 6, 30)
+    assert next(early) == utc(2026, 3, 2, 7, 30)
+    assert next(late) == utc(2026, 3, 21, 6, 30)
+    # The same again from scratch: nothing was consumed from a shared state.
+    assert next(cron.times(utc(2026, 3, 1))) == utc(2026, 3, 1, 7, 30)
+
+
 def test_six_fields_lead_with_seconds() -> None:
     assert fires("*/20 * * * * *", utc(2026, 5, 1, 10, 0, 5), 4) == [
         utc(2026, 5, 1, 10, 0, 20),

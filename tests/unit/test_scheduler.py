@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+from taskmaster.core.admission import parse_task
 from taskmaster.core.decide import Plan
 from taskmaster.core.names import Run, TaskRef
 from taskmaster.core.render import render_job, rfc3339
@@ -116,3 +117,63 @@ def test_a_job_that_finishes_while_the_status_is_written_is_recorded_not_deleted
 
     assert kube.deleted == []
     assert [entry["jobName"] for entry in kube.status["history"]] == [job["metadata"]["name"]]
+
+
+def test_a_task_is_kept_without_its_managed_fields() -> None:
+    scheduler = Scheduler(cast(Any, None), Metrics())
+    metadata = {
+        "namespace": "ns",
+        "name": "t",
+        "uid": "uid",
+        "generation": 2,
+        "resourceVersion": "7",
+        "annotations": {"taskmaster.dev/run-now": "a"},
+        "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+    }
+    body = {"metadata": metadata, "spec": {"every": "1h"}, "status": {"phase": "Scheduled"}}
+
+    scheduler.task_event("ADDED", body)
+
+    kept = scheduler.tasks["ns/t"].body
+    assert "managedFields" not in kept["metadata"]
+    assert kept["metadata"] == {k: v for k, v in metadata.items() if k != "managedFields"}
+    assert (kept["spec"], kept["status"]) == (body["spec"], body["status"])
+    assert "managedFields" in metadata  # the watch's copy is left as it was
+
+
+def test_only_job_updates_that_change_its_view_wake_the_task() -> None:
+    scheduler = Scheduler(cast(Any, None), Metrics())
+    created = datetime(2026, 5, 1, tzinfo=UTC)
+    task = {
+        "metadata": {"namespace": "ns", "name": "t", "uid": "uid", "generation": 1},
+        "spec": {"every": "1h", "jobTemplate": {"spec": {"template": {"spec": {}}}}},
+    }
+    spec = parse_task(task, now=created)
+    job = render_job(TaskRef("ns", "t", "uid"), spec, Run(created + timedelta(hours=1)))
+
+    def update(version: int, status: dict[str, Any]) -> None:
+        metadata = {**job["metadata"], "resourceVersion": str(version)}
+        scheduler.job_event("MODIFIED", {**job, "metadata": metadata, "status": status})
+
+    update(1, {"active": 1})
+    assert scheduler._dirty == {"ns/t"}
+    scheduler._dirty.clear()
+    update(2, {"active": 0, "uncountedTerminatedPods": {"succeeded": ["p"]}})
+    assert scheduler._dirty == set()
+    update(3, {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1})
+    assert scheduler._dirty == {"ns/t"}
+
+
+def test_the_echo_of_a_held_task_version_wakes_no_reconcile() -> None:
+    scheduler = Scheduler(cast(Any, None), Metrics())
+    metadata = {"namespace": "ns", "name": "t", "uid": "uid", "resourceVersion": "5"}
+    scheduler.task_event("ADDED", {"metadata": metadata, "spec": {}})
+    scheduler._dirty.clear()
+
+    # The status write's own event: the version the operator already holds.
+    scheduler.task_event("MODIFIED", {"metadata": metadata, "spec": {}})
+    assert scheduler._dirty == set()
+    newer = {**metadata, "resourceVersion": "6", "annotations": {"taskmaster.dev/run-now": "a"}}
+    scheduler.task_event("MODIFIED", {"metadata": newer, "spec": {}})
+    assert scheduler._dirty == {"ns/t"}
+    assert scheduler.tasks["ns/t"].body["metadata"]["resourceVersion"] == "6"

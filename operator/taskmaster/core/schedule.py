@@ -13,6 +13,7 @@ mapped to instants by the contract's DST rules:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from collections.abc import Iterator
@@ -111,14 +112,23 @@ class Cron:
     def with_seconds(self) -> bool:
         return len(self.expression.split()) == 6
 
-    def _iterator(self, start: datetime) -> croniter:
+    @cached_property
+    def _parsed(self) -> croniter:
+        """The expression parsed once: parsing is most of what building a croniter costs."""
         return croniter(
             self.expression,
-            start,
+            datetime(2000, 1, 1),
             hash_id=self.hash_key,
             second_at_beginning=self.with_seconds,
             max_years_between_matches=_NEVER_FIRES_HORIZON_YEARS,
         )
+
+    def _iterator(self, start: datetime) -> croniter:
+        # A shallow copy has its own position; the parsed fields it shares are
+        # only read (croniter copies them before any change).
+        walls = copy.copy(self._parsed)
+        walls.set_current(start, force=True)
+        return walls
 
     def times(self, after: datetime) -> Iterator[datetime]:
         """Fire instants strictly after `after`, in order, forever."""

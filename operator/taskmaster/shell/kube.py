@@ -6,7 +6,10 @@ the same, hence the casts. Its config loaders are untyped.
 
 Reads come from kopf's watches; this is the other direction. Responses are
 read as plain JSON rather than the client's generated models: the operator
-works on dicts throughout and model conversion would dominate at scale.
+works on dicts throughout and model conversion would dominate at scale. The
+writes of every run (Job, status, Events, deletions) go out through `_send`
+for the same reason: the generated methods validate a dict body into the
+client's models and serialize it back, which cost more than the request.
 """
 
 from __future__ import annotations
@@ -79,7 +82,6 @@ class Kube:
         self.instance = instance
         self.batch = client.BatchV1Api(api)
         self.custom = client.CustomObjectsApi(api)
-        self.events = client.EventsV1Api(api)
         self.core = client.CoreV1Api(api)
         self.admission = client.AdmissionregistrationV1Api(api)
 
@@ -127,10 +129,38 @@ class Kube:
             label_selector=LABEL_TASK,
         )
 
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        path_params: Mapping[str, str],
+        *,
+        query: Sequence[tuple[str, str]] = (),
+        body: Any = None,
+        content_type: str = "application/json",
+        seconds: float | None = None,
+    ) -> Any:
+        """Send a request with a plain JSON body as is; the response, not yet read."""
+        request = await self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            path_params=dict(path_params),
+            query_params=list(query),
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        result = await self.api.call_api(*request, _preload_content=False, _request_timeout=seconds)
+        return result.response
+
     async def create_job(self, job: Mapping[str, Any]) -> dict[str, Any] | None:
         """Create a Job; None when it exists already (the run happened: exactly once)."""
-        response = await self.batch.create_namespaced_job_without_preload_content(
-            namespace=job["metadata"]["namespace"], body=cast(Any, job), field_manager=FIELD_MANAGER
+        response = await self._send(
+            "POST",
+            "/apis/batch/v1/namespaces/{namespace}/jobs",
+            {"namespace": job["metadata"]["namespace"]},
+            query=[("fieldManager", FIELD_MANAGER)],
+            body=dict(job),
         )
         if response.status == 409:
             await response.read()
@@ -140,8 +170,11 @@ class Kube:
 
     async def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and, in the background, its pods; gone already is fine."""
-        response = await self.batch.delete_namespaced_job_without_preload_content(
-            name=name, namespace=namespace, propagation_policy="Background"
+        response = await self._send(
+            "DELETE",
+            "/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
+            {"namespace": namespace, "name": name},
+            query=[("propagationPolicy", "Background")],
         )
         await _json(response, expected=(200, 202, 404))
 
@@ -149,15 +182,13 @@ class Kube:
         self, namespace: str, name: str, status: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Merge-patch the status subresource; the spec is never written."""
-        response = await self.custom.patch_namespaced_custom_object_status_without_preload_content(
-            group=GROUP,
-            version=VERSION,
-            namespace=namespace,
-            plural=PLURAL,
-            name=name,
+        response = await self._send(
+            "PATCH",
+            f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}/{{name}}/status",
+            {"namespace": namespace, "name": name},
+            query=[("fieldManager", FIELD_MANAGER)],
             body={"status": status},
-            field_manager=FIELD_MANAGER,
-            _content_type="application/merge-patch+json",
+            content_type="application/merge-patch+json",
         )
         result: dict[str, Any] = await _json(response)
         return result
@@ -188,8 +219,11 @@ class Kube:
                 "uid": task.uid,
             },
         }
-        response = await self.events.create_namespaced_event_without_preload_content(
-            namespace=task.namespace, body=cast(Any, event)
+        response = await self._send(
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/{namespace}/events",
+            {"namespace": task.namespace},
+            body=event,
         )
         await _json(response)
 
@@ -203,21 +237,18 @@ class Kube:
         other refusal (quota, a name in use, a terminating namespace) raises
         ApiError: those say nothing about whether the Job is well formed.
         """
-        request = await self.api.param_serialize(
-            method="POST",
-            resource_path="/apis/batch/v1/namespaces/{namespace}/jobs",
-            path_params={"namespace": job["metadata"]["namespace"]},
-            query_params=[
+        response = await self._send(
+            "POST",
+            "/apis/batch/v1/namespaces/{namespace}/jobs",
+            {"namespace": job["metadata"]["namespace"]},
+            query=[
                 ("dryRun", "All"),
                 ("fieldValidation", "Strict"),
                 ("fieldManager", FIELD_MANAGER),
             ],
-            header_params={"Content-Type": "application/json", "Accept": "application/json"},
             body=dict(job),
-            auth_settings=["BearerToken"],
+            seconds=seconds,
         )
-        result = await self.api.call_api(*request, _preload_content=False, _request_timeout=seconds)
-        response = result.response
         if response.status in (400, 422):
             status: dict[str, Any] = json.loads(await response.read())
             return status

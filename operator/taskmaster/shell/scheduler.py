@@ -66,6 +66,13 @@ def _version(body: Mapping[str, Any]) -> int:
         return 0
 
 
+def _kept(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A task's body as kept in memory: without managedFields, which nothing here reads
+    and which are a large part of every object (each manager's fields, spec and status)."""
+    metadata = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
+    return {**body, "metadata": metadata}
+
+
 @dataclass
 class Task:
     """What the operator keeps of one ScheduledTask."""
@@ -170,12 +177,17 @@ class Scheduler:
             return
         task = self.tasks.get(key)
         if task is not None and task.ref.uid == metadata["uid"]:
-            if _version(body) < _version(task.body):
+            version, held = _version(body), _version(task.body)
+            if version < held:
                 return  # older than what the operator itself wrote
-            task.body = dict(body)
+            if version == held and "resourceVersion" in metadata:
+                # The very object already held: mostly the echo of the operator's
+                # own status write, which would only redo the reconcile it came from.
+                return
+            task.body = _kept(body)
         else:
             ref = TaskRef(metadata["namespace"], metadata["name"], metadata["uid"])
-            self.tasks[key] = Task(ref=ref, body=dict(body))
+            self.tasks[key] = Task(ref=ref, body=_kept(body))
         self.poke(key)
 
     def job_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -206,8 +218,12 @@ class Scheduler:
             view = JobView.from_job(body)
             if view is None:
                 return
-            jobs[name] = view
             self._job_versions[(key, name)] = version
+            if jobs.get(name) == view:
+                # Most of a Job's updates (pod counts, finalizers, the controller's
+                # bookkeeping) change nothing a decision or the status reads.
+                return
+            jobs[name] = view
         self.poke(key)
 
     def pod_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -419,7 +435,7 @@ class Scheduler:
                     return update.status
                 raise
             if _version(body) >= _version(task.body):
-                task.body = body
+                task.body = _kept(body)
         for entry in update.recorded:
             # One Missed entry can stand for many scheduled times; count the times.
             self.metrics.runs_finished.labels(
