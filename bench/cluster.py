@@ -15,6 +15,7 @@ import subprocess
 import time
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from tests.support.cluster import restart_component
+from tests.support.helm import kubectl
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "taskmaster-bench"
@@ -63,16 +65,15 @@ class Cluster:
     def down(self) -> None:
         _script("down")
 
-    def restart_controller_manager(self, qps: int, burst: int) -> None:
+    def restart_controller_manager(self, rate_limit: Mapping[str, int]) -> None:
         """kube-controller-manager again, with another client rate limit for every controller.
 
         Returns once the new process holds its leader Lease (the killed one's
         must expire first), i.e. once its controllers run.
         """
         holder = self._kcm_holder()
-        restart_component(
-            self.directory, KCM, 0, [f"--kube-api-qps={qps}", f"--kube-api-burst={burst}"]
-        )
+        flags = [f"--{name.replace('_', '-')}={value}" for name, value in rate_limit.items()]
+        restart_component(self.directory, KCM, 0, flags)
         deadline = time.monotonic() + 120
         while self._kcm_holder() in (holder, None):
             if time.monotonic() > deadline:
@@ -80,21 +81,15 @@ class Cluster:
             time.sleep(0.5)
 
     def _kcm_holder(self) -> str | None:
-        lease = self.kubectl("get", "lease", "-n", "kube-system", KCM, "-o", "json", check=False)
-        if not lease:
+        try:
+            lease = self.kubectl("get", "lease", "-n", "kube-system", KCM, "-o", "json")
+        except RuntimeError:  # not created yet
             return None
         holder: str | None = json.loads(lease)["spec"].get("holderIdentity")
         return holder
 
-    def kubectl(self, *args: str, check: bool = True) -> str:
-        result = subprocess.run(
-            [str(ROOT / ".tools" / "bin" / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=120,
-        )
-        return result.stdout if result.returncode == 0 else ""
+    def kubectl(self, *args: str | Path) -> str:
+        return kubectl(self.kubeconfig, *args)
 
     def operator_kubeconfig(self) -> Path:
         """A kubeconfig for the operator, as user OPERATOR_USER, signed by the cluster's CA."""

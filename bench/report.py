@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,39 +49,39 @@ def targets(result: Mapping[str, Any]) -> list[Target]:
     ceiling = result["ceiling"]["creates_per_s"]
     largest = max((r["n"] for r in result["minute_burst"]), default=0)
     rate = (_find(result, "taskmaster", largest) or {}).get("creates_per_s")
-    le: Callable[[float, float], bool] = lambda a, b: a <= b  # noqa: E731
-    lt: Callable[[float, float], bool] = lambda a, b: a < b  # noqa: E731
     default_makespan = default.get("makespan_s")
     return [
         Target(
             f"burst N={burst_n}: TaskMaster p99 lag ≤ 2 s",
             f"{_s(ours.get('lag_p99_s'))} s",
-            _compare(ours.get("lag_p99_s"), 2.0, le),
+            _compare(ours.get("lag_p99_s"), 2.0, operator.le),
         ),
         Target(
             f"burst N={burst_n}: makespan ≤ 1/5 of CronJob's (default settings)",
             f"{_s(ours.get('makespan_s'))} s vs {_s(default_makespan)} s",
-            _compare(ours.get("makespan_s"), default_makespan and default_makespan / 5, le),
+            _compare(
+                ours.get("makespan_s"), default_makespan and default_makespan / 5, operator.le
+            ),
         ),
         Target(
             f"burst N={burst_n}: makespan ≤ CronJob's with equal QPS",
             f"{_s(ours.get('makespan_s'))} s vs {_s(equal.get('makespan_s'))} s",
-            _compare(ours.get("makespan_s"), equal.get("makespan_s"), le),
+            _compare(ours.get("makespan_s"), equal.get("makespan_s"), operator.le),
         ),
         Target(
             "steady: p99 lag ≤ 1 s",
             f"{_s(steady.get('lag_p99_s'))} s at {steady.get('fires_per_s')} runs/s",
-            _compare(steady.get("lag_p99_s"), 1.0, le),
+            _compare(steady.get("lag_p99_s"), 1.0, operator.le),
         ),
         Target(
             "steady: operator < 1 CPU core",
             f"{steady.get('cpu_cores')} cores",
-            _compare(steady.get("cpu_cores"), 1.0, lt),
+            _compare(steady.get("cpu_cores"), 1.0, operator.lt),
         ),
         Target(
             "steady: peak RSS ≤ 300 MB",
             f"{steady.get('peak_rss_mb')} MB",
-            _compare(steady.get("peak_rss_mb"), 300.0, le),
+            _compare(steady.get("peak_rss_mb"), 300.0, operator.le),
         ),
         Target(
             f"cold start with {cold.get('tasks')} tasks: ready ≤ 15 s, no duplicate",
@@ -93,7 +94,7 @@ def targets(result: Mapping[str, Any]) -> list[Target]:
             f"burst N={largest}: create rate ≥ 70% of the ceiling",
             f"{_s(rate)}/s of {ceiling}/s"
             + (f" ({rate / ceiling:.0%})" if rate and ceiling else ""),
-            _compare(rate, 0.7 * ceiling, lambda a, b: a >= b),
+            _compare(rate, 0.7 * ceiling, operator.ge),
         ),
     ]
 
@@ -102,41 +103,71 @@ def _mark(met: bool | None) -> str:
     return {True: "met", False: "**missed**", None: "not measured"}[met]
 
 
-def burst_table(result: Mapping[str, Any]) -> str:
-    rows = [
-        "| scheduler | N | p50 (s) | p90 (s) | p99 (s) | max (s) | makespan (s) | Jobs/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+def _table(header: Sequence[str], align: str, rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table; `align` has one letter per column, l or r."""
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|",
     ]
-    for r in sorted(
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def burst_table(result: Mapping[str, Any]) -> str:
+    bursts = sorted(
         result["minute_burst"], key=lambda r: (r["n"], SCHEDULERS.index(r["scheduler"]))
-    ):
-        rows.append(
-            f"| {r['scheduler']} | {r['n']} | {_s(r['lag_p50_s'])} | {_s(r.get('lag_p90_s'))} "
-            f"| {_s(r['lag_p99_s'])} | {_s(r['lag_max_s'])} | {_s(r['makespan_s'])} "
-            f"| {_s(r.get('creates_per_s'))} |"
-        )
-    return "\n".join(rows)
+    )
+    return _table(
+        ["scheduler", "N", "p50 (s)", "p90 (s)", "p99 (s)", "max (s)", "makespan (s)", "Jobs/s"],
+        "lrrrrrrr",
+        (
+            [
+                r["scheduler"],
+                r["n"],
+                *(_s(r.get(key)) for key in ("lag_p50_s", "lag_p90_s", "lag_p99_s", "lag_max_s")),
+                _s(r["makespan_s"]),
+                _s(r.get("creates_per_s")),
+            ]
+            for r in bursts
+        ),
+    )
 
 
 def steady_table(result: Mapping[str, Any]) -> str:
-    rows = [
-        "| load | tasks | runs/s | p50 (s) | p99 (s) | max (s) | CPU (cores) | API requests/run |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
     steady = result["steady"]
-    for name, step in [("steady", steady)] + [("ramp", step) for step in result.get("ramp", ())]:
-        rows.append(
-            f"| {name} `{step['schedule']}` | {steady['tasks']} | {step['fires_per_s']} "
-            f"| {_s(step['lag_p50_s'])} | {_s(step['lag_p99_s'])} | {_s(step.get('lag_max_s'))} "
-            f"| {step['cpu_cores']} | {step.get('api_requests_per_fire')} |"
-        )
-    return "\n".join(rows)
+    windows = [("steady", steady)] + [("ramp", step) for step in result.get("ramp", ())]
+    return _table(
+        [
+            "load",
+            "tasks",
+            "runs/s",
+            "p50 (s)",
+            "p99 (s)",
+            "max (s)",
+            "CPU (cores)",
+            "API requests/run",
+        ],
+        "lrrrrrrr",
+        (
+            [
+                f"{name} `{step['schedule']}`",
+                steady["tasks"],
+                step["fires_per_s"],
+                *(_s(step.get(key)) for key in ("lag_p50_s", "lag_p99_s", "lag_max_s")),
+                step["cpu_cores"],
+                step.get("api_requests_per_fire"),
+            ]
+            for name, step in windows
+        ),
+    )
 
 
 def targets_table(result: Mapping[str, Any]) -> str:
-    rows = ["| target | measured | |", "|---|---|---|"]
-    rows += [f"| {t.what} | {t.measured} | {_mark(t.met)} |" for t in targets(result)]
-    return "\n".join(rows)
+    return _table(
+        ["target", "measured", ""],
+        "lll",
+        ([t.what, t.measured, _mark(t.met)] for t in targets(result)),
+    )
 
 
 def summary_tables(result: Mapping[str, Any]) -> str:

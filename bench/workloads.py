@@ -11,9 +11,8 @@ import logging
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from tests.support.operator import OperatorProcess
@@ -47,24 +46,21 @@ def job_template(*, suspend: bool) -> dict[str, Any]:
     return {"spec": {"suspend": suspend, "backoffLimit": 0, "template": _POD}}
 
 
-def scheduled_task(name: str, schedule: str, template: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "taskmaster.dev/v1",
-        "kind": "ScheduledTask",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "schedule": schedule,
-            "successfulJobsHistoryLimit": 1,
-            "failedJobsHistoryLimit": 1,
-            "jobTemplate": template,
-        },
-    }
+# What each scheduler's objects are: (apiVersion, kind).
+KINDS = {
+    "taskmaster": ("taskmaster.dev/v1", "ScheduledTask"),
+    "cronjob": ("batch/v1", "CronJob"),
+}
 
 
-def cronjob(name: str, schedule: str, template: dict[str, Any]) -> dict[str, Any]:
+def scheduling_object(
+    scheduler: str, name: str, schedule: str, template: dict[str, Any]
+) -> dict[str, Any]:
+    """A ScheduledTask or a CronJob: the same schedule, Job template and history limits."""
+    api_version, kind = KINDS[scheduler]
     return {
-        "apiVersion": "batch/v1",
-        "kind": "CronJob",
+        "apiVersion": api_version,
+        "kind": kind,
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {
             "schedule": schedule,
@@ -203,23 +199,21 @@ async def burst(bench: Bench, scheduler: str, n: int) -> Burst:
         await sleep_until(minute - 60 + 0.5)
     created_from = time.time()
     template = job_template(suspend=True)
-    if scheduler == "taskmaster":
-        bodies = [scheduled_task(f"burst-{i:05}", "* * * * *", template) for i in range(n)]
-        await bench.create_all(TASKS, bodies)
+    kind = "taskmaster" if scheduler == "taskmaster" else "cronjob"
+    bodies = [scheduling_object(kind, f"burst-{i:05}", "* * * * *", template) for i in range(n)]
+    await bench.create_all(TASKS if kind == "taskmaster" else CRONJOBS, bodies)
+    if kind == "taskmaster":
         async with asyncio.timeout(minute - time.time()):
             await bench.until_scheduled(n)
-    else:
-        bodies = [cronjob(f"burst-{i:05}", "* * * * *", template) for i in range(n)]
-        await bench.create_all(CRONJOBS, bodies)
     if (margin := minute - time.time()) < 2:
         logger.warning("%s n=%d: ready only %.1fs before the minute", scheduler, n, margin)
     audit_start = bench.cluster.audit_offset()
     # Generous: the CronJob controller at its default rate limit makes ~10 Jobs a second.
     deadline = minute + 120 + n * 0.15
-    kind = "ScheduledTask" if scheduler == "taskmaster" else "CronJob"
+    owner = f"{KINDS[kind][1]}/"
     jobs = []
     while time.time() < deadline:
-        jobs = [job for job in bench.watch.since(created_from) if job.owner.startswith(kind)]
+        jobs = [job for job in bench.watch.since(created_from) if job.owner.startswith(owner)]
         if len({job.owner for job in jobs}) >= n:
             break
         await asyncio.sleep(0.2)
@@ -286,40 +280,34 @@ async def measure(bench: Bench, seconds: float) -> Window:
     return Window(len(lags) / seconds, lags, cpu / seconds, dict(requests))
 
 
-@dataclass(frozen=True)
-class Rate:
-    schedule: str
-    period_s: float
-
-
-async def steady(
-    bench: Bench, tasks: int, rate: Rate, seconds: float
-) -> tuple[dict[str, Any], list[float]]:
+async def steady(bench: Bench, tasks: int, schedule: str, seconds: float) -> dict[str, Any]:
     await bench.clean()
     template = job_template(suspend=False)
-    bodies = [scheduled_task(f"steady-{i:05}", rate.schedule, template) for i in range(tasks)]
+    bodies = [
+        scheduling_object("taskmaster", f"steady-{i:05}", schedule, template) for i in range(tasks)
+    ]
     await bench.create_all(TASKS, bodies)
     async with asyncio.timeout(300):
         await bench.until_scheduled(tasks)
     window = await measure(bench, seconds)
     summary = {
         "tasks": tasks,
-        "schedule": rate.schedule,
+        "schedule": schedule,
         **window.summary(),
         "peak_rss_mb": round(process_peak_rss_mb(bench.pid), 1),
         "api_requests": window.requests,
         "seconds": seconds,
     }
     logger.info("steady: %s", summary)
-    return summary, window.lags
+    return summary
 
 
-async def ramp(bench: Bench, rates: Sequence[Rate], seconds: float) -> list[dict[str, Any]]:
+async def ramp(bench: Bench, schedules: Sequence[str], seconds: float) -> list[dict[str, Any]]:
     """Faster and faster schedules for the same tasks, until runs are late."""
     steps = []
     names = [task["metadata"]["name"] for task in await bench.api.list(_ns(TASKS))]
-    for rate in rates:
-        patch = {"spec": {"schedule": rate.schedule}}
+    for schedule in schedules:
+        patch = {"spec": {"schedule": schedule}}
         await each(
             lambda name, patch=patch: bench.api.request(  # type: ignore[misc]
                 "PATCH",
@@ -331,21 +319,24 @@ async def ramp(bench: Bench, rates: Sequence[Rate], seconds: float) -> list[dict
         )
         async with asyncio.timeout(600):
             await bench.until_observed()
-        step = {"schedule": rate.schedule, **(await measure(bench, seconds)).summary()}
+        step = {"schedule": schedule, **(await measure(bench, seconds)).summary()}
         logger.info("ramp: %s", step)
         steps.append(step)
-        if (step["lag_p99_s"] or math.inf) > ON_TIME_S:
+        if not on_time(step):
             break
     return steps
 
 
-async def cold_start(
-    bench: Bench, kubeconfig: Path, log: Path, args: Sequence[str], seconds: float
-) -> tuple[dict[str, Any], OperatorProcess]:
-    """Replace the operator by a new process and time it to on-time runs."""
+def on_time(window: Mapping[str, Any]) -> bool:
+    return bool((window["lag_p99_s"] or math.inf) <= ON_TIME_S)
+
+
+async def cold_start(bench: Bench, seconds: float) -> dict[str, Any]:
+    """Replace the operator by a new process, started as it was, and time it to on-time runs."""
     tasks = await bench.api.count(_ns(TASKS))
-    await asyncio.to_thread(bench.operator.stop)  # SIGTERM: the Lease is released
-    operator = OperatorProcess(kubeconfig, log, args)
+    old = bench.operator
+    await asyncio.to_thread(old.stop)  # SIGTERM: the Lease is released
+    operator = OperatorProcess(old.kubeconfig, old.log_path, old.args)
     started = time.time()
     await asyncio.to_thread(operator.start)
     readyz = time.time() - started
@@ -370,4 +361,4 @@ async def cold_start(
         "fires": len(lags),
     }
     logger.info("cold start: %s", summary)
-    return summary, operator
+    return summary
