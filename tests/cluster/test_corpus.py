@@ -59,5 +59,5 @@ def test_marked_invalid_by_the_operator(
     ready = condition(task, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     assert ready["message"].startswith(f"{field}: "), ready["message"]
-    assert ("InvalidSpec", ready["message"]) in tasks.events(path.stem)
+    tasks.wait_event(path.stem, "InvalidSpec", ready["message"])
     assert tasks.jobs(path.stem) == []

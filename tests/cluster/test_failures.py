@@ -56,7 +56,7 @@ def test_a_failing_run_is_retried_with_backoff_then_fails(
     assert task["status"]["failedRuns"] == 3
     degraded = condition(task, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "RunFailed")
-    assert any(reason == "RunFailed" for reason, _ in tasks.events("flaky"))
+    tasks.wait_event("flaky", "RunFailed")
 
 
 def test_a_run_over_its_timeout_ends_timed_out(operator: OperatorProcess, tasks: Tasks) -> None:

@@ -58,10 +58,11 @@ def test_every_task_runs_on_time_with_the_contract_names(
     assert task["metadata"]["generation"] == 1
     assert "finalizers" not in task["metadata"]
     assert set(task["metadata"].get("annotations") or {}) == set()
-    assert (
+    tasks.wait_event(
+        "tick",
         "JobCreated",
         f"created Job {seen[0].name} for the schedule run at {rfc3339(scheduled_at)}",
-    ) in tasks.events("tick")
+    )
     series = (
         f'taskmaster_runs_started_total{{namespace="{namespace}",task="tick",trigger="schedule"}}'
     )
@@ -255,7 +256,7 @@ def test_invalid_specs_that_get_in_are_reported_and_others_keep_running(
     assert condition(zone, "Ready")["message"].startswith(
         "spec.timeZone: 'Mars/Olympus' is not an IANA time zone"
     )
-    assert ("InvalidSpec", condition(cron, "Ready")["message"]) in tasks.events("bad-cron")
+    tasks.wait_event("bad-cron", "InvalidSpec", condition(cron, "Ready")["message"])
     before = len(recorder.wait_for(1, "healthy"))
     recorder.wait_for(before + 2, "healthy")
     recorder.close()

@@ -184,6 +184,25 @@ class Tasks:
         ).items
         return [(event.reason, event.note or "") for event in events]
 
+    def wait_event(
+        self, name: str, reason: str, note: str | None = None, timeout: float = 15
+    ) -> tuple[str, str]:
+        """The task's first Event with that reason (and note): Events follow the status
+        they report, so one may still be on its way when the status is seen."""
+        wanted = f"{reason} event{f' {note!r}' if note else ''} for {name}"
+        return until(
+            lambda: next(
+                (
+                    (r, n)
+                    for r, n in self.events(name)
+                    if r == reason and (note is None or n == note)
+                ),
+                None,
+            ),
+            timeout=timeout,
+            message=wanted,
+        )
+
     def recorder(self) -> JobRecorder:
         return JobRecorder(self.batch, self.namespace)
 

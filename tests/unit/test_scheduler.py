@@ -39,7 +39,7 @@ def _series(metrics: Metrics, name: str) -> list[dict[str, str]]:
 def test_a_task_without_a_next_run_has_no_next_schedule_series() -> None:
     metrics = Metrics()
     scheduler = Scheduler(cast(Any, None), metrics)
-    task = Task(TaskRef("ns", "t", "uid"), {})
+    task = Task(TaskRef("ns", "t", "uid"))
     due = datetime(2026, 5, 1, tzinfo=UTC)
 
     scheduler._observe(task, Plan(due, None, next_run_time=due), [])
@@ -52,13 +52,37 @@ def test_a_task_without_a_next_run_has_no_next_schedule_series() -> None:
 
 def test_a_replica_that_stops_scheduling_drops_every_task_series() -> None:
     metrics = Metrics()
-    for gauge in (metrics.active_runs, metrics.next_schedule_time, metrics.last_schedule_time):
-        gauge.labels("ns", "t").set(1)
+    series = metrics.tasks.of("ns", "t")
+    series.active, series.next_schedule_time, series.last_schedule_time = 1, 1.0, 1.0
+    series.started["schedule"] += 1
 
     metrics.forget_tasks()
 
     names = ("active_runs", "next_schedule_time_seconds", "last_schedule_time_seconds")
     assert all(_series(metrics, f"taskmaster_{name}") == [] for name in names)
+    # Its counters are its own (scraped per replica), and stay.
+    assert _series(metrics, "taskmaster_runs_started_total") == [
+        {"namespace": "ns", "task": "t", "trigger": "schedule"}
+    ]
+
+
+def test_a_deleted_task_leaves_no_series_behind() -> None:
+    scheduler = Scheduler(cast(Any, None), Metrics())
+    body = {"metadata": {"namespace": "ns", "name": "t", "uid": "uid"}, "spec": {}}
+    scheduler.task_event("ADDED", body)
+    series = scheduler.metrics.tasks.of("ns", "t")
+    series.started["schedule"] += 1
+    series.finished["Succeeded"] += 1
+    series.active = 0
+
+    scheduler.task_event("DELETED", body)
+
+    assert [
+        sample
+        for family in scheduler.metrics.registry.collect()
+        for sample in family.samples
+        if sample.labels.get("task") == "t"
+    ] == []
 
 
 class _RacingKube:
@@ -112,8 +136,9 @@ def test_a_job_that_finishes_while_the_status_is_written_is_recorded_not_deleted
     }
     kube.during_patch = lambda: scheduler.job_event("MODIFIED", finished)
 
-    asyncio.run(scheduler.reconcile("ns/t"))
-    asyncio.run(scheduler.reconcile("ns/t"))
+    for _ in range(2):
+        asyncio.run(scheduler.reconcile("ns/t"))
+        asyncio.run(scheduler.record("ns/t"))
 
     assert kube.deleted == []
     assert [entry["jobName"] for entry in kube.status["history"]] == [job["metadata"]["name"]]
@@ -156,24 +181,149 @@ def test_only_job_updates_that_change_its_view_wake_the_task() -> None:
         scheduler.job_event("MODIFIED", {**job, "metadata": metadata, "status": status})
 
     update(1, {"active": 1})
-    assert scheduler._dirty == {"ns/t"}
-    scheduler._dirty.clear()
+    assert scheduler.queued == {"ns/t"}
+    scheduler._queued.clear()
     update(2, {"active": 0, "uncountedTerminatedPods": {"succeeded": ["p"]}})
-    assert scheduler._dirty == set()
+    assert scheduler.queued == set()
     update(3, {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1})
-    assert scheduler._dirty == {"ns/t"}
+    assert scheduler.queued == {"ns/t"}
 
 
 def test_the_echo_of_a_held_task_version_wakes_no_reconcile() -> None:
     scheduler = Scheduler(cast(Any, None), Metrics())
     metadata = {"namespace": "ns", "name": "t", "uid": "uid", "resourceVersion": "5"}
     scheduler.task_event("ADDED", {"metadata": metadata, "spec": {}})
-    scheduler._dirty.clear()
+    scheduler._queued.clear()
 
     # The status write's own event: the version the operator already holds.
     scheduler.task_event("MODIFIED", {"metadata": metadata, "spec": {}})
-    assert scheduler._dirty == set()
+    assert scheduler.queued == set()
     newer = {**metadata, "resourceVersion": "6", "annotations": {"taskmaster.dev/run-now": "a"}}
     scheduler.task_event("MODIFIED", {"metadata": newer, "spec": {}})
-    assert scheduler._dirty == {"ns/t"}
+    assert scheduler.queued == {"ns/t"}
     assert scheduler.tasks["ns/t"].body["metadata"]["resourceVersion"] == "6"
+
+
+class _RecordingKube:
+    """The API as a log of the scheduler's writes, in the order they were sent."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.tasks: dict[str, dict[str, Any]] = {}
+
+    def add(self, scheduler: Scheduler, task: dict[str, Any]) -> None:
+        self.tasks[task["metadata"]["name"]] = task
+        scheduler.task_event("ADDED", task)
+
+    async def create_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(0)  # a request: other reconciles go on meanwhile
+        self.calls.append(("job", job["metadata"]["labels"]["taskmaster.dev/task"]))
+        return {**job, "metadata": {**job["metadata"], "resourceVersion": "5"}}
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Any:
+        await asyncio.sleep(0)
+        self.calls.append(("status", name))
+        task = self.tasks[name]
+        version = str(int(task["metadata"]["resourceVersion"]) + 1)
+        task = self.tasks[name] = {
+            **task,
+            "metadata": {**task["metadata"], "resourceVersion": version},
+            "status": {**task.get("status", {}), **status},
+        }
+        return task
+
+    async def post_event(self, task: TaskRef, type_: str, reason: str, *_: Any) -> None:
+        self.calls.append(("event", task.name))
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        self.calls.append(("delete", name))
+
+
+def _task(name: str, schedule: str, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    created = datetime.now(UTC) - timedelta(seconds=2)
+    return {
+        "metadata": {
+            "namespace": "ns",
+            "name": name,
+            "uid": f"uid-{name}",
+            "generation": 1,
+            "resourceVersion": "1",
+            "creationTimestamp": rfc3339(created),
+        },
+        "spec": {"schedule": schedule, "jobTemplate": {"spec": {"template": {"spec": {}}}}},
+        **({"status": status} if status else {}),
+    }
+
+
+async def _run_until(scheduler: Scheduler, done: Callable[[], bool]) -> None:
+    scheduler.acting.set()
+    loop = asyncio.create_task(scheduler.run())
+    try:
+        async with asyncio.timeout(10):
+            while not done():
+                scheduler.idle.clear()
+                await scheduler.idle.wait()
+    finally:
+        loop.cancel()
+
+
+def test_runs_falling_due_together_start_before_any_status_is_written() -> None:
+    kube = _RecordingKube()
+    scheduler = Scheduler(cast(Any, kube), Metrics())
+    tasks = 300  # several times the reconciles in flight at once
+    for i in range(tasks):
+        kube.add(scheduler, _task(f"t{i}", "* * * * * *"))
+
+    def written() -> bool:
+        held = scheduler.tasks.values()
+        return not scheduler._running and all(task.body.get("status") for task in held)
+
+    asyncio.run(_run_until(scheduler, written))
+
+    kinds = [kind for kind, _ in kube.calls]
+    assert kinds[:tasks] == ["job"] * tasks
+    # (Every second: a slow run may see the next runs too.)
+    assert {name for kind, name in kube.calls if kind == "status"} == {
+        f"t{i}" for i in range(tasks)
+    }
+    assert all(task.unwritten is None for task in scheduler.tasks.values())
+
+
+def test_after_a_start_the_tasks_next_due_are_reconciled_first() -> None:
+    scheduler = Scheduler(cast(Any, None), Metrics())
+    now = datetime.now(UTC).replace(microsecond=0)
+    due = {f"t{i}": now + timedelta(minutes=1 + (37 * i) % 100) for i in range(100)}
+    for name, at in due.items():
+        status = {"observedGeneration": 1, "nextRunTime": rfc3339(at)}
+        scheduler.task_event("ADDED", _task(name, "0 * * * *", status))
+    scheduler.task_event("ADDED", _task("new", "0 * * * *"))  # no status: first of all
+    scheduler.resume()
+
+    first = [key for key, _ in scheduler._next_ops()]
+    assert first[0] == "ns/new"
+    soonest = sorted(due, key=lambda name: due[name])
+    assert first[1:] == [f"ns/{name}" for name in soonest[: len(first) - 1]]
+
+    # A wake-up falling due goes ahead of the rest of the start-up pass.
+    scheduler._running.clear()
+    scheduler.poke("ns/" + soonest[-1], now.timestamp())
+    assert scheduler._next_ops()[0] == ("ns/" + soonest[-1], False)
+
+
+def test_a_stopping_leader_writes_what_it_decided_and_starts_nothing_new() -> None:
+    kube = _RecordingKube()
+    scheduler = Scheduler(cast(Any, kube), Metrics())
+    kube.add(scheduler, _task("t", "0 0 1 1 *"))
+    asyncio.run(scheduler.reconcile("ns/t"))
+    assert scheduler.tasks["ns/t"].unwritten is not None
+    kube.add(scheduler, _task("other", "0 0 1 1 *"))
+
+    async def stop() -> None:
+        scheduler.acting.set()
+        loop = asyncio.create_task(scheduler.run())
+        await scheduler.flush(5)
+        loop.cancel()
+
+    asyncio.run(stop())
+    assert kube.calls == [("status", "t")]
+    assert scheduler.tasks["ns/t"].unwritten is None

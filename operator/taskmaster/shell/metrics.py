@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
+from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 
@@ -27,44 +28,78 @@ class _Phases(Collector):
         yield family
 
 
+@dataclass(slots=True)
+class _Task:
+    """One task's series: plain numbers (a client library child per series took
+    about 700 bytes, a third of the operator's memory with 10,000 tasks)."""
+
+    started: Tally[str] = field(default_factory=Tally)
+    finished: Tally[str] = field(default_factory=Tally)
+    # The gauges; None while this replica does not schedule (or no time is known).
+    active: int | None = None
+    next_schedule_time: float | None = None
+    last_schedule_time: float | None = None
+
+
+class TaskSeries(Collector):
+    """Every per-task series, labelled by namespace and task, rendered at scrape time."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[tuple[str, str], _Task] = {}
+
+    def of(self, namespace: str, task: str) -> _Task:
+        return self.tasks.setdefault((namespace, task), _Task())
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["namespace", "task"]
+        started = CounterMetricFamily(
+            "taskmaster_runs_started",
+            "Jobs created, by trigger (schedule, manual, retry, catch-up).",
+            labels=[*labels, "trigger"],
+        )
+        finished = CounterMetricFamily(
+            "taskmaster_runs_finished",
+            "Runs recorded in status.history, by result.",
+            labels=[*labels, "result"],
+        )
+        active = GaugeMetricFamily(
+            "taskmaster_active_runs", "Runs whose Job is active.", labels=labels
+        )
+        next_time = GaugeMetricFamily(
+            "taskmaster_next_schedule_time_seconds",
+            "status.nextRunTime as unix seconds.",
+            labels=labels,
+        )
+        last_time = GaugeMetricFamily(
+            "taskmaster_last_schedule_time_seconds",
+            "status.lastScheduleTime as unix seconds.",
+            labels=labels,
+        )
+        for key, series in self.tasks.items():
+            for trigger, count in series.started.items():
+                started.add_metric([*key, trigger], count)
+            for result, count in series.finished.items():
+                finished.add_metric([*key, result], count)
+            for family, value in (
+                (active, series.active),
+                (next_time, series.next_schedule_time),
+                (last_time, series.last_schedule_time),
+            ):
+                if value is not None:
+                    family.add_metric(list(key), value)
+        yield from (started, finished, active, next_time, last_time)
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.runs_started = Counter(
-            "taskmaster_runs_started_total",
-            "Jobs created, by trigger (schedule, manual, retry, catch-up).",
-            ["namespace", "task", "trigger"],
-            registry=self.registry,
-        )
-        self.runs_finished = Counter(
-            "taskmaster_runs_finished_total",
-            "Runs recorded in status.history, by result.",
-            ["namespace", "task", "result"],
-            registry=self.registry,
-        )
+        self.tasks = TaskSeries()
+        self.registry.register(self.tasks)
         self.fire_lag = Histogram(
             "taskmaster_fire_lag_seconds",
             "Job creation time minus the run's due time (scheduled time plus jitter).",
             ["trigger"],
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
-            registry=self.registry,
-        )
-        self.active_runs = Gauge(
-            "taskmaster_active_runs",
-            "Runs whose Job is active.",
-            ["namespace", "task"],
-            registry=self.registry,
-        )
-        self.next_schedule_time = Gauge(
-            "taskmaster_next_schedule_time_seconds",
-            "status.nextRunTime as unix seconds.",
-            ["namespace", "task"],
-            registry=self.registry,
-        )
-        self.last_schedule_time = Gauge(
-            "taskmaster_last_schedule_time_seconds",
-            "status.lastScheduleTime as unix seconds.",
-            ["namespace", "task"],
             registry=self.registry,
         )
         self.reconcile_errors = Counter(
@@ -89,17 +124,13 @@ class Metrics:
     def count_phases(self, count: Callable[[], Mapping[str, int]]) -> None:
         self.registry.register(_Phases(count))
 
-    def _per_task(self) -> tuple[Gauge, ...]:
-        return (self.active_runs, self.next_schedule_time, self.last_schedule_time)
-
     def forget(self, namespace: str, task: str) -> None:
-        """Drop the series of a deleted task."""
-        for metric in self._per_task():
-            with contextlib.suppress(KeyError):
-                metric.remove(namespace, task)
+        """Drop the series of a deleted task, its counters included: with tasks
+        created and deleted all day, they would otherwise pile up for good."""
+        self.tasks.tasks.pop((namespace, task), None)
 
     def forget_tasks(self) -> None:
-        """Drop every task's series: a replica that stops scheduling stops
+        """Drop every task's gauges: a replica that stops scheduling stops
         updating them, and stale copies would double up with the new leader's."""
-        for metric in self._per_task():
-            metric.clear()
+        for series in self.tasks.tasks.values():
+            series.active = series.next_schedule_time = series.last_schedule_time = None

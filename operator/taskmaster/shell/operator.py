@@ -35,6 +35,9 @@ logger = logging.getLogger("taskmaster")
 # The scheduler loop reports in at least every few seconds; this long without
 # a report means it is stuck and the liveness probe should fail.
 _LOOP_STALL_SECONDS = 30.0
+# On a graceful stop, how long the leader may go on writing the statuses it
+# decided before it hands over (the pod's grace period is 30 s).
+_FLUSH_SECONDS = 5.0
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -248,11 +251,11 @@ class Operator:
         self.scheduler.since = datetime.now(UTC)
         self.metrics.leader.set(1)
         self.scheduler.acting.set()
-        for key in self.scheduler.tasks:
-            self.scheduler.poke(key)
+        self.scheduler.resume()
 
     def stop_acting(self) -> None:
         self.scheduler.acting.clear()
+        self.scheduler.forget_unwritten()
         self.metrics.leader.set(0)
         self.metrics.forget_tasks()
 
@@ -329,8 +332,11 @@ class Operator:
             await self.shutdown([stopper, *background], runners)
 
     async def shutdown(self, tasks: list[asyncio.Task[Any]], runners: list[web.AppRunner]) -> None:
-        # Stop acting first, then hand the Lease over so a standby takes over at once.
+        # Write what was decided, stop acting, then hand the Lease over so a
+        # standby takes over at once.
         self.stop.set()
+        if self.scheduler.acting.is_set():
+            await self.scheduler.flush(_FLUSH_SECONDS)
         self.stop_acting()
         if self.elector is not None:
             await self.elector.release()

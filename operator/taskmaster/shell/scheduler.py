@@ -1,11 +1,19 @@
 """The scheduler: one in-memory timer queue for every task, and the reconcile that acts.
 
 Watch events (from kopf) keep `Scheduler.tasks` and `Scheduler.jobs` current
-and mark a task dirty; one loop pops due wake-ups from a heap and reconciles
-dirty tasks, each at most once at a time. A reconcile reads only memory, asks
-the pure core what to do (`decide`, `render_job`, `reduce_status`) and carries
-it out. What it writes (Jobs, status) goes back into memory at once, so the
-next decision never works from an older state than the operator's own writes.
+and queue a reconcile of the task; one loop turns due wake-ups into reconciles
+and runs what is queued, most urgent first, each task at most once at a time.
+A reconcile reads only memory, asks the pure core what to do (`decide`,
+`render_job`, `reduce_status`) and carries it out. What it decides goes into
+memory at once, so the next decision never works from an older state than the
+operator's own.
+
+A reconcile creates and deletes Jobs itself, but leaves the status it decided
+(and the Events reporting it) to a separate step, `record`, queued after the
+runs that are due: when thousands of runs fall due in the same second, their
+Jobs are created first and the bookkeeping follows, instead of every Job
+waiting on the writes of those before it. Jobs are deleted as expired only
+once the history that replaces them is written.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import json
 import logging
 import time
 from collections import Counter
@@ -44,8 +53,11 @@ from taskmaster.shell.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
-# Reconciles of different tasks in flight at once.
+# Reconciles and records of different tasks in flight at once.
 _CONCURRENCY = 64
+# How long a decided status may wait behind runs falling due (seconds): it goes
+# after what is due by then, before what is due later.
+_RECORD_DELAY = 1.0
 # Back-off after an API error on one task (seconds): doubles up to the cap.
 _ERROR_BACKOFF = (1.0, 60.0)
 
@@ -66,34 +78,107 @@ def _version(body: Mapping[str, Any]) -> int:
         return 0
 
 
-def _kept(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A task's body as kept in memory: without managedFields, which nothing here reads
-    and which are a large part of every object (each manager's fields, spec and status)."""
-    metadata = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
-    return {**body, "metadata": metadata}
+def _timestamp(at: datetime | None) -> float | None:
+    return None if at is None else at.timestamp()
+
+
+def _encoded(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+@dataclass
+class Unwritten:
+    """A status decided and not yet written, and what to report once it is."""
+
+    # Merge patch of the status: every field the operator owns.
+    status: dict[str, Any] = field(default_factory=dict)
+    # Events to post: (type, reason, message, action).
+    events: list[tuple[str, str, str, str]] = field(default_factory=list)
+    # The Jobs the status was decided from: judged for expiry once it is written.
+    jobs: list[JobView] = field(default_factory=list)
 
 
 @dataclass
 class Task:
-    """What the operator keeps of one ScheduledTask."""
+    """What the operator keeps of one ScheduledTask.
+
+    The object itself is kept as JSON, without its managedFields (which nothing
+    here reads and which are a large part of every object), and read when
+    needed: with 10,000 tasks, the same objects as Python dicts took five times
+    the memory, for fields read a few times per reconcile. What is read more
+    often than that is kept beside it.
+    """
 
     ref: TaskRef
-    body: dict[str, Any]
+    # The object without status and managedFields; its status.
+    object: bytes = b"{}"
+    object_status: bytes = b"{}"
+    version: int = 0
+    generation: int | None = None
+    run_now_token: str | None = None
+    phase: str | None = None
     spec: TaskSpec | None = None
     invalid: InvalidSpec | None = None
     # The generation `spec`/`invalid` were parsed from.
     parsed: int | None = None
     failures: int = 0
+    unwritten: Unwritten | None = None
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> Task:
+        metadata = body["metadata"]
+        task = cls(TaskRef(metadata["namespace"], metadata["name"], metadata["uid"]))
+        task.keep(body)
+        return task
+
+    def keep(self, body: Mapping[str, Any]) -> None:
+        """Hold this version of the object."""
+        metadata = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
+        status = body.get("status") or {}
+        self.object = _encoded(
+            {**{k: v for k, v in body.items() if k != "status"}, "metadata": metadata}
+        )
+        self.object_status = _encoded(status)
+        self.version = _version(body)
+        self.generation = metadata.get("generation")
+        self.run_now_token = (metadata.get("annotations") or {}).get(ANNOTATION_RUN_NOW)
+        self.phase = status.get("phase")
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The object as held (without managedFields)."""
+        body: dict[str, Any] = json.loads(self.object)
+        body["status"] = json.loads(self.object_status)
+        return body
 
     @property
     def status(self) -> dict[str, Any]:
-        status: dict[str, Any] = self.body.get("status") or {}
-        return status
+        """The status as decided: the object's, with what is not yet written over it."""
+        status: dict[str, Any] = json.loads(self.object_status)
+        if self.unwritten is None:
+            return status
+        merged = {**status, **self.unwritten.status}
+        return {key: value for key, value in merged.items() if value is not None}
 
     @property
-    def generation(self) -> int | None:
-        generation: int | None = self.body["metadata"].get("generation")
-        return generation
+    def decided_phase(self) -> str | None:
+        if self.unwritten is not None and "phase" in self.unwritten.status:
+            phase: str | None = self.unwritten.status["phase"]
+            return phase
+        return self.phase
+
+    def resume_at(self) -> float:
+        """How urgent a first reconcile is: by the next run its status announces.
+
+        After a start or a failover every task is reconciled; those whose runs
+        fall due soonest go first, or a run due in a few seconds would wait
+        behind thousands of tasks that have nothing to do for minutes.
+        """
+        status = json.loads(self.object_status)
+        next_run = parse_time(status.get("nextRunTime"))
+        if next_run is None or status.get("observedGeneration") != self.generation:
+            return time.time()
+        return next_run.timestamp()
 
     def parse(self) -> None:
         if self.parsed == self.generation and self.parsed is not None:
@@ -113,6 +198,10 @@ class _Wake:
     key: str = field(compare=False)
 
 
+# What the loop runs for a task: its reconcile (False) or its record (True).
+_Op = tuple[str, bool]
+
+
 class Fenced(Exception):
     """This replica may no longer act: the reconcile stops before writing anything more."""
 
@@ -127,13 +216,19 @@ class Scheduler:
         # How the pods of each Job (namespace, name) ended: exit, message, disruption.
         self.pods: dict[tuple[str, str], PodOutcome] = {}
         self._job_versions: dict[tuple[str, str], int] = {}
+        # Wake-ups in the future, by time.
         self._heap: list[_Wake] = []
         self._wake_at: dict[str, float] = {}
         self._seq = itertools.count()
-        self._dirty: set[str] = set()
+        # Work to do now, most urgent (earliest) first; `_queued` holds the
+        # urgency of each queued op, the heap may hold stale entries too.
+        self._queue: list[tuple[float, int, _Op]] = []
+        self._queued: dict[_Op, float] = {}
         self._running: set[str] = set()
+        self._draining = False
         self._changed = asyncio.Event()
-        self._slots = asyncio.Semaphore(_CONCURRENCY)
+        # Set whenever the last reconcile or record in flight ends.
+        self.idle = asyncio.Event()
         # Set while this replica may act (leader, caches warm); `since` is when it began.
         self.acting = asyncio.Event()
         self.since = datetime.now(UTC)
@@ -161,7 +256,7 @@ class Scheduler:
         return self.acting.is_set() and time.monotonic() - self.last_loop > limit
 
     def phases(self) -> Counter[str]:
-        return Counter(task.status.get("phase") or "Pending" for task in self.tasks.values())
+        return Counter(task.decided_phase or "Pending" for task in self.tasks.values())
 
     # -- what the watches report -------------------------------------------------
 
@@ -177,18 +272,18 @@ class Scheduler:
             return
         task = self.tasks.get(key)
         if task is not None and task.ref.uid == metadata["uid"]:
-            version, held = _version(body), _version(task.body)
+            version, held = _version(body), task.version
             if version < held:
                 return  # older than what the operator itself wrote
             if version == held and "resourceVersion" in metadata:
                 # The very object already held: mostly the echo of the operator's
                 # own status write, which would only redo the reconcile it came from.
                 return
-            task.body = _kept(body)
+            task.keep(body)
+            self.poke(key)
         else:
-            ref = TaskRef(metadata["namespace"], metadata["name"], metadata["uid"])
-            self.tasks[key] = Task(ref=ref, body=_kept(body))
-        self.poke(key)
+            task = self.tasks[key] = Task.of(body)
+            self.poke(key, task.resume_at())
 
     def job_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         metadata = body["metadata"]
@@ -236,9 +331,55 @@ class Scheduler:
         if job and outcome is not None:
             self.pods[(metadata["namespace"], job)] = outcome
 
-    def poke(self, key: str) -> None:
-        self._dirty.add(key)
+    def poke(self, key: str, at: float | None = None) -> None:
+        """Queue a reconcile of the task, as urgent as something due at `at` (default: now)."""
+        self._enqueue((key, False), time.time() if at is None else at)
+
+    def resume(self) -> None:
+        """Queue every task, most urgent first: this replica starts (or starts again) to act.
+
+        Whatever an earlier term decided and did not write is dropped (a
+        reconcile still in flight when it ended may have left some): the objects
+        say what happened since.
+        """
+        self.forget_unwritten()
+        for key, task in self.tasks.items():
+            self.poke(key, task.resume_at())
+
+    async def flush(self, seconds: float) -> None:
+        """Stop reconciling and write what was decided, for at most `seconds`.
+
+        For a graceful stop: the Jobs are there either way, but a status (and
+        its Events) left unwritten is decided again by the next leader, a
+        little later, and its Events are lost.
+        """
+        self._draining = True
         self._changed.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while self._running or any(task.unwritten for task in self.tasks.values()):
+                    self.idle.clear()
+                    await self.idle.wait()
+
+    def forget_unwritten(self) -> None:
+        """Drop what was decided and not written: this replica no longer acts, and the
+        next leader decides afresh from the objects (what it reported included)."""
+        for task in self.tasks.values():
+            task.unwritten = None
+
+    @property
+    def queued(self) -> set[str]:
+        """The tasks with a reconcile queued."""
+        return {key for key, record in self._queued if not record}
+
+    def _enqueue(self, op: _Op, at: float, *, now: bool = True) -> None:
+        held = self._queued.get(op)
+        if held is not None and held <= at:
+            return
+        self._queued[op] = at
+        heapq.heappush(self._queue, (at, next(self._seq), op))
+        if now:
+            self._changed.set()
 
     def _wake(self, key: str, at: datetime | None) -> None:
         if at is None:
@@ -254,8 +395,8 @@ class Scheduler:
     # -- the loop -----------------------------------------------------------------
 
     async def run(self) -> None:
-        """Reconcile dirty tasks and wake tasks on time, until cancelled."""
-        reconciles: set[asyncio.Task[None]] = set()
+        """Run queued reconciles and records, and wake tasks on time, until cancelled."""
+        started: set[asyncio.Task[None]] = set()
         while True:
             await self.acting.wait()
             self.last_loop = time.monotonic()
@@ -264,37 +405,66 @@ class Scheduler:
                 wake = heapq.heappop(self._heap)
                 if self._wake_at.get(wake.key) == wake.at:
                     del self._wake_at[wake.key]
-                    self._dirty.add(wake.key)
-            for key in list(self._dirty - self._running):
-                self._dirty.discard(key)
-                self._running.add(key)
-                reconcile = asyncio.create_task(self._guarded(key))
-                reconciles.add(reconcile)
-                reconcile.add_done_callback(reconciles.discard)
+                    self.poke(wake.key, wake.at)
             self._changed.clear()
+            for op in self._next_ops():
+                self._running.add(op[0])
+                job = asyncio.create_task(self._guarded(op))
+                started.add(job)
+                job.add_done_callback(started.discard)
             timeout = max(0.0, self._heap[0].at - time.time()) if self._heap else 5.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=min(timeout, 5.0))
 
-    async def _guarded(self, key: str) -> None:
+    def _next_ops(self) -> list[_Op]:
+        """The most urgent queued ops, as many as there are free slots, one per task.
+
+        Only that many are started: the rest stay in urgency order, so that
+        what falls due meanwhile can still go ahead of them.
+        """
+        ops: list[_Op] = []
+        taken: set[str] = set()
+        busy: list[tuple[float, int, _Op]] = []
+        while self._queue and len(self._running) + len(ops) < _CONCURRENCY:
+            entry = heapq.heappop(self._queue)
+            at, _, op = entry
+            if self._queued.get(op) != at:
+                continue  # superseded by a more urgent entry, or done
+            if self._draining and not op[1]:
+                continue  # stopping: only what was decided is still written
+            if op[0] in self._running or op[0] in taken:
+                busy.append(entry)  # after the one in flight for that task
+                continue
+            del self._queued[op]
+            ops.append(op)
+            taken.add(op[0])
+        for entry in busy:
+            heapq.heappush(self._queue, entry)
+        return ops
+
+    async def _guarded(self, op: _Op) -> None:
+        key, record = op
+        fenced = False
         try:
-            async with self._slots:
-                await self.reconcile(key)
+            await (self.record(key) if record else self.reconcile(key))
         except ApiError as error:
             self._retry_later(key, error)
-        except Fenced as fenced:
+        except Fenced as refused:
             # Redone once leadership is certain again: when it is regained every
-            # task is poked; when it was only late to renew, the next loop turn.
-            logger.warning("%s: %s", key, fenced)
-            self._running.discard(key)
-            self._dirty.add(key)
-            return
+            # task is queued; when it was only late to renew, on a later loop turn
+            # (not at once: that would spin while leadership stays uncertain).
+            logger.warning("%s: %s", key, refused)
+            self._enqueue(op, time.time(), now=False)
+            fenced = True
         except Exception:
-            logger.exception("reconciling %s failed", key)
+            logger.exception("%s %s failed", "recording" if record else "reconciling", key)
             self._retry_later(key, None)
-        self._running.discard(key)
-        if key in self._dirty:
-            self._changed.set()
+        finally:
+            self._running.discard(key)
+            if not fenced:
+                self._changed.set()
+            if not self._running:
+                self.idle.set()
 
     def _retry_later(self, key: str, error: ApiError | None) -> None:
         task = self.tasks.get(key)
@@ -320,7 +490,7 @@ class Scheduler:
             invalid = Observation(
                 None, list(jobs.values()), now, task.generation, invalid=task.invalid
             )
-            await self._write_status(task, invalid)
+            self._decide_status(task, invalid)
             return
         status = task.status
         plan = decide(
@@ -330,9 +500,7 @@ class Scheduler:
                 jobs=list(jobs.values()),
                 last_schedule_time=parse_time(status.get("lastScheduleTime")),
                 since=self.since,
-                run_now_token=(task.body["metadata"].get("annotations") or {}).get(
-                    ANNOTATION_RUN_NOW
-                ),
+                run_now_token=task.run_now_token,
                 handled_run_now_token=status.get("runNowToken"),
                 history=read_history(status),
                 was_suspended=any(
@@ -350,11 +518,8 @@ class Scheduler:
         for run in plan.create:
             records += await self._start(task, task.spec, run, jobs)
         ns = task.ref.namespace
-        # Job events keep arriving while the status is written: what expires is
-        # judged on the Jobs the written history was computed from, or a Job that
-        # finished meanwhile would be deleted before its run is recorded.
         observed_jobs = [job.with_pod(self.pods.get((ns, job.name))) for job in jobs.values()]
-        update = await self._write_status(
+        self._decide_status(
             task,
             Observation(
                 spec=task.spec,
@@ -367,10 +532,8 @@ class Scheduler:
                 run_now_token=plan.run_now_token,
             ),
         )
-        for name in expired_jobs(observed_jobs, task.spec, update.get("history") or ()):
-            self._fence(f"deleting Job {name}")
-            await self.kube.delete_job(task.ref.namespace, name)
-            jobs.pop(name, None)
+        if task.unwritten is None:
+            await self._expire(task, observed_jobs, task.status)
         task.failures = 0
         self._observe(task, plan, jobs.values())
         self._wake(key, plan.wake_at)
@@ -388,7 +551,7 @@ class Scheduler:
             if isinstance(error, ApiError) and (error.status >= 500 or error.status == 429):
                 raise
             message = f"Job {name} could not be created: {error}"
-            await self._event(task, "Warning", "JobCreateFailed", message, "CreateJob")
+            self._report(task, "Warning", "JobCreateFailed", message, "CreateJob")
             return [
                 HistoryEntry(
                     scheduled_time=run.scheduled,
@@ -408,8 +571,8 @@ class Scheduler:
         due = run.scheduled if run.token else due_at(task.ref.key, spec, run.scheduled)
         lag = (datetime.now(UTC) - due).total_seconds()
         self.metrics.fire_lag.labels(run.trigger.value).observe(max(lag, 0.0))
-        self.metrics.runs_started.labels(task.ref.namespace, task.ref.name, run.trigger.value).inc()
-        await self._event(
+        self.metrics.tasks.of(task.ref.namespace, task.ref.name).started[run.trigger.value] += 1
+        self._report(
             task,
             "Normal",
             "JobCreated",
@@ -418,36 +581,74 @@ class Scheduler:
         )
         return []
 
-    async def _write_status(self, task: Task, observed: Observation) -> dict[str, Any]:
+    def _decide_status(self, task: Task, observed: Observation) -> None:
+        """The next status, kept as unwritten (with its Events) until `record` writes it."""
         update = reduce_status(task.status, observed)
-        if not same_status(task.status, update.status):
-            self._fence("writing the status")
-            if observed.invalid is not None:
-                # Once per new message: the status does not change otherwise.
-                await self._event(task, "Warning", "InvalidSpec", str(observed.invalid), "Validate")
-            try:
-                body = await self.kube.patch_status(
-                    task.ref.namespace, task.ref.name, update.status
-                )
-            except ApiError as error:
-                if error.status == 404:
-                    self.task_event("DELETED", task.body)
-                    return update.status
-                raise
-            if _version(body) >= _version(task.body):
-                task.body = _kept(body)
+        if same_status(task.status, update.status):
+            return
+        unwritten = self._unwritten(task)
+        unwritten.status.update(update.status)
+        unwritten.jobs = list(observed.jobs)
+        if observed.invalid is not None:
+            # Once per new message: the status does not change otherwise.
+            self._report(task, "Warning", "InvalidSpec", str(observed.invalid), "Validate")
         for entry in update.recorded:
             # One Missed entry can stand for many scheduled times; count the times.
-            self.metrics.runs_finished.labels(
-                task.ref.namespace, task.ref.name, entry.result.value
-            ).inc(entry.runs)
+            series = self.metrics.tasks.of(task.ref.namespace, task.ref.name)
+            series.finished[entry.result.value] += entry.runs
             type_, reason = _EVENT_OF_RESULT[entry.result]
             what = f"Job {entry.job_name}" if entry.job_name else "run"
             message = f"{what} ({rfc3339(entry.scheduled_time)}): {entry.result.value}"
             if entry.message or entry.reason:
                 message += f": {entry.message or entry.reason}"
-            await self._event(task, type_, reason, message, "RecordRun")
-        return update.status
+            self._report(task, type_, reason, message, "RecordRun")
+
+    def _report(self, task: Task, type_: str, reason: str, message: str, action: str) -> None:
+        """An Event, posted by `record` once the status it goes with is written."""
+        self._unwritten(task).events.append((type_, reason, message, action))
+
+    def _unwritten(self, task: Task) -> Unwritten:
+        if task.unwritten is None:
+            task.unwritten = Unwritten()
+            self._enqueue((task.ref.key, True), time.time() + _RECORD_DELAY)
+        return task.unwritten
+
+    async def record(self, key: str) -> None:
+        """Write the status decided for the task, post its Events, delete expired Jobs."""
+        task = self.tasks.get(key)
+        if task is None or task.unwritten is None:
+            return
+        unwritten = task.unwritten
+        if unwritten.status:
+            self._fence("writing the status")
+            try:
+                body = await self.kube.patch_status(
+                    task.ref.namespace, task.ref.name, unwritten.status
+                )
+            except ApiError as error:
+                if error.status == 404:
+                    self.task_event("DELETED", task.body)
+                    return
+                raise
+            if _version(body) >= task.version:
+                task.keep(body)
+        task.unwritten = None
+        for event in unwritten.events:
+            await self._event(task, *event)
+        # Job events kept arriving while the status was decided and written: what
+        # expires is judged on the Jobs the written history came from, or a Job
+        # that finished meanwhile would be deleted before its run is recorded.
+        await self._expire(task, unwritten.jobs, unwritten.status)
+
+    async def _expire(self, task: Task, jobs: list[JobView], written: Mapping[str, Any]) -> None:
+        """Delete the finished Jobs that the written history no longer needs."""
+        if task.spec is None or "history" not in written:
+            return
+        held = self.jobs.get(task.ref.key, {})
+        for name in expired_jobs(jobs, task.spec, written["history"]):
+            self._fence(f"deleting Job {name}")
+            await self.kube.delete_job(task.ref.namespace, name)
+            held.pop(name, None)
 
     def _fence(self, what: str) -> None:
         """Refuse any write once leadership is no longer certain (lost, or frozen past it)."""
@@ -465,13 +666,8 @@ class Scheduler:
             logger.warning("posting event %s for %s failed: %s", reason, task.ref.key, error)
 
     def _observe(self, task: Task, plan: Plan, jobs: Iterable[JobView]) -> None:
-        labels = (task.ref.namespace, task.ref.name)
-        self.metrics.active_runs.labels(*labels).set(sum(1 for job in jobs if job.active))
-        if plan.next_run_time is not None:
-            self.metrics.next_schedule_time.labels(*labels).set(plan.next_run_time.timestamp())
-        else:
-            # No series rather than a stale time: "overdue" alerts compare it with now.
-            with contextlib.suppress(KeyError):
-                self.metrics.next_schedule_time.remove(*labels)
-        if plan.last_schedule_time is not None:
-            self.metrics.last_schedule_time.labels(*labels).set(plan.last_schedule_time.timestamp())
+        series = self.metrics.tasks.of(task.ref.namespace, task.ref.name)
+        series.active = sum(1 for job in jobs if job.active)
+        # No series rather than a stale time: "overdue" alerts compare it with now.
+        series.next_schedule_time = _timestamp(plan.next_run_time)
+        series.last_schedule_time = _timestamp(plan.last_schedule_time)
