@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -112,24 +111,9 @@ class Bench:
                     raise TimeoutError(f"{_ns(path)} still has objects after the clean-up")
                 await asyncio.sleep(0.5)
 
-    def operator_tasks(self) -> dict[str, float]:
-        """The operator's `taskmaster_tasks` gauge, by phase."""
-        text = self.operator.metrics()
-        return {
-            phase: float(count)
-            for phase, count in re.findall(r'^taskmaster_tasks\{phase="(\w+)"\} (\S+)', text, re.M)
-        }
-
-    async def until_scheduled(self, count: int) -> None:
-        """Until the operator has written a status for `count` tasks (none still Pending)."""
-        while True:
-            phases = self.operator_tasks()
-            if sum(phases.values()) >= count and not phases.get("Pending"):
-                return
-            await asyncio.sleep(0.5)
-
     async def until_observed(self) -> None:
-        """Until every task's status reflects its current spec (observedGeneration)."""
+        """Until every task's status reflects its current spec (observedGeneration): the
+        operator has written it, not only decided it, so no write storm overlaps what follows."""
         while True:
             tasks = await self.api.list(_ns(TASKS))
             if all(
@@ -204,7 +188,7 @@ async def burst(bench: Bench, scheduler: str, n: int) -> Burst:
     await bench.create_all(TASKS if kind == "taskmaster" else CRONJOBS, bodies)
     if kind == "taskmaster":
         async with asyncio.timeout(minute - time.time()):
-            await bench.until_scheduled(n)
+            await bench.until_observed()
     if (margin := minute - time.time()) < 2:
         logger.warning("%s n=%d: ready only %.1fs before the minute", scheduler, n, margin)
     audit_start = bench.cluster.audit_offset()
@@ -288,7 +272,7 @@ async def steady(bench: Bench, tasks: int, schedule: str, seconds: float) -> dic
     ]
     await bench.create_all(TASKS, bodies)
     async with asyncio.timeout(300):
-        await bench.until_scheduled(tasks)
+        await bench.until_observed()
     window = await measure(bench, seconds)
     summary = {
         "tasks": tasks,
