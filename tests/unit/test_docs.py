@@ -97,6 +97,11 @@ def exported() -> dict[str, tuple[str, set[str]]]:
     """Every metric the operator registers: exposed name -> (type, label names)."""
     metrics = Metrics()
     metrics.count_phases(lambda: {"Scheduled": 1})
+    # Per-task series exist once a task has them: one with every kind.
+    task = metrics.tasks.of("ns", "t")
+    task.started["schedule"] += 1
+    task.finished["Succeeded"] += 1
+    task.active, task.next_schedule_time, task.last_schedule_time = 0, 1.0, 1.0
     labels = {
         wrapper._name: set(wrapper._labelnames)
         for wrapper in vars(metrics).values()
