@@ -297,6 +297,13 @@ def test_after_a_start_the_tasks_next_due_are_reconciled_first() -> None:
         status = {"observedGeneration": 1, "nextRunTime": rfc3339(at)}
         scheduler.task_event("ADDED", _task(name, "0 * * * *", status))
     scheduler.task_event("ADDED", _task("new", "0 * * * *"))  # no status: first of all
+    # The start-up listing of Jobs queues their tasks too, as urgent as "now".
+    for name in due:
+        spec = scheduler.tasks[f"ns/{name}"]
+        spec.parse()
+        assert spec.spec is not None
+        job = render_job(spec.ref, spec.spec, Run(now - timedelta(hours=1)))
+        scheduler.job_event(None, {**job, "metadata": {**job["metadata"], "resourceVersion": "2"}})
     scheduler.resume()
 
     first = [key for key, _ in scheduler._next_ops()]

@@ -340,9 +340,13 @@ class Scheduler:
 
         Whatever an earlier term decided and did not write is dropped (a
         reconcile still in flight when it ended may have left some): the objects
-        say what happened since.
+        say what happened since. So is what was queued before: every task is
+        queued again here, and the start-up listing of Jobs queued theirs as
+        urgent as "now", which would put them all ahead of runs due in seconds.
         """
         self.forget_unwritten()
+        self._queue.clear()
+        self._queued.clear()
         for key, task in self.tasks.items():
             self.poke(key, task.resume_at())
 
