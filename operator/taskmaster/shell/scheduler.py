@@ -587,8 +587,9 @@ class Scheduler:
 
     def _decide_status(self, task: Task, observed: Observation) -> None:
         """The next status, kept as unwritten (with its Events) until `record` writes it."""
-        update = reduce_status(task.status, observed)
-        if same_status(task.status, update.status):
+        decided = task.status  # decoded once: the held status is JSON
+        update = reduce_status(decided, observed)
+        if same_status(decided, update.status):
             return
         unwritten = self._unwritten(task)
         unwritten.status.update(update.status)
