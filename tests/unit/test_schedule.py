@@ -56,6 +56,16 @@ def test_iterators_of_one_schedule_are_independent() -> None:
     assert next(cron.times(utc(2026, 3, 1))) == utc(2026, 3, 1, 7, 30)
 
 
+def test_tasks_with_the_same_expression_share_one_schedule_unless_hashed() -> None:
+    # What lets a minute with thousands of `* * * * *` tasks do the cron math once.
+    plain = [parse_cron("*/5 * * * *", NEW_YORK, hash_key=task) for task in ("ns/a", "ns/b")]
+    hashed = [parse_cron("H/5 * * * *", NEW_YORK, hash_key=task) for task in ("ns/a", "ns/b")]
+    assert plain[0] == plain[1]
+    assert hashed[0] != hashed[1]
+    after = utc(2026, 5, 1, 10, 7, 30)
+    assert next(plain[0].times(after)) == next(plain[1].times(after)) == utc(2026, 5, 1, 10, 10)
+
+
 def test_six_fields_lead_with_seconds() -> None:
     assert fires("*/20 * * * * *", utc(2026, 5, 1, 10, 0, 5), 4) == [
         utc(2026, 5, 1, 10, 0, 20),

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from itertools import islice
 from zoneinfo import ZoneInfo
 
@@ -41,6 +41,10 @@ MACROS = {
 # enough for the rarest real calendar (29 February on a given weekday: every
 # 28 years), short enough to reject `0 0 30 2 *` in milliseconds.
 _NEVER_FIRES_HORIZON_YEARS = 30
+
+# Fields croniter seeds with the hash key: `H` (hashed) and `R` (random). Day and
+# month names with these letters keep the key too, which only costs sharing.
+_HASHED = re.compile("[HhRr]")
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {
@@ -105,47 +109,53 @@ class Cron:
 
     expression: str
     zone: ZoneInfo
-    # Seeds the `H` fields, so that one task always gets the same spread-out times.
+    # Seeds the `H` fields, so that one task always gets the same spread-out times;
+    # empty when the expression has none, so that equal schedules share their math.
     hash_key: str
 
     @property
     def with_seconds(self) -> bool:
         return len(self.expression.split()) == 6
 
-    @cached_property
-    def _parsed(self) -> croniter:
-        """The expression parsed once: parsing is most of what building a croniter costs."""
-        return croniter(
-            self.expression,
-            datetime(2000, 1, 1),
-            hash_id=self.hash_key,
-            second_at_beginning=self.with_seconds,
-            max_years_between_matches=_NEVER_FIRES_HORIZON_YEARS,
-        )
-
-    def _iterator(self, start: datetime) -> croniter:
-        # A shallow copy has its own position; the parsed fields it shares are
-        # only read (croniter copies them before any change).
-        walls = copy.copy(self._parsed)
-        walls.set_current(start, force=True)
-        return walls
-
     def times(self, after: datetime) -> Iterator[datetime]:
         """Fire instants strictly after `after`, in order, forever."""
-        wall_after = after.astimezone(self.zone).replace(tzinfo=None, microsecond=0)
-        walls = self._iterator(wall_after)
-        last = after
-        while True:
-            try:
-                wall = walls.get_next(datetime)
-            except CroniterBadDateError:
-                return
-            instant = to_instant(wall, self.zone)
-            # A wall time in the repeated hour, or one in a gap already fired, maps
-            # to an instant not after the last one: it fires only once.
-            if instant > last:
-                last = instant
-                yield instant
+        while (instant := _next_fire(self, after)) is not None:
+            yield instant
+            after = instant
+
+
+# Every task with the same expression and zone shares these: when thousands of
+# `* * * * *` tasks fall due in the same minute, the cron math is done once for
+# them all instead of once each (it was the largest part of a reconcile).
+@lru_cache(maxsize=1024)
+def _parsed(cron: Cron) -> croniter:
+    """The expression parsed: parsing is most of what building a croniter costs."""
+    return croniter(
+        cron.expression,
+        datetime(2000, 1, 1),
+        hash_id=cron.hash_key or None,
+        second_at_beginning=cron.with_seconds,
+        max_years_between_matches=_NEVER_FIRES_HORIZON_YEARS,
+    )
+
+
+@lru_cache(maxsize=4096)
+def _next_fire(cron: Cron, after: datetime) -> datetime | None:
+    """The first fire instant strictly after `after`; None if there is none."""
+    # A shallow copy has its own position; the parsed fields it shares are
+    # only read (croniter copies them before any change).
+    walls = copy.copy(_parsed(cron))
+    walls.set_current(after.astimezone(cron.zone).replace(tzinfo=None, microsecond=0), force=True)
+    while True:
+        try:
+            wall = walls.get_next(datetime)
+        except CroniterBadDateError:
+            return None
+        instant = to_instant(wall, cron.zone)
+        # A wall time in the repeated hour, or one in a gap already fired, maps
+        # to an instant not after the last one: it fires only once.
+        if instant > after:
+            return instant
 
 
 @dataclass(frozen=True)
@@ -188,7 +198,7 @@ def parse_cron(expression: str, zone: ZoneInfo, hash_key: str) -> Cron:
             f"{text!r} has {len(text.split())} fields; a cron expression has 5"
             " (minute hour day-of-month month day-of-week) or 6 (with leading seconds)"
         )
-    cron = Cron(text, zone, hash_key)
+    cron = Cron(text, zone, hash_key if _HASHED.search(text) else "")
     try:
         first = next(cron.times(datetime(2000, 1, 1, tzinfo=UTC)), None)
     except (CroniterBadCronError, ValueError, KeyError) as error:
