@@ -22,7 +22,7 @@ def test_no_handler_needs_a_diff_base() -> None:
 
     assert registry._changing.get_all_handlers() == []
     assert registry._spawning.get_all_handlers() == []
-    assert len(registry._watching.get_all_handlers()) == 3
+    assert len(registry._watching.get_all_handlers()) == 1  # the tasks; Jobs and pods are ours
 
 
 def test_the_diff_base_is_never_kept() -> None:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from kubernetes.aio import client, config
 
-from taskmaster.core.names import API_VERSION, GROUP, KIND, LABEL_TASK, PLURAL, VERSION, TaskRef
+from taskmaster.core.names import API_VERSION, GROUP, KIND, PLURAL, VERSION, TaskRef
 
 logger = logging.getLogger(__name__)
 
@@ -120,14 +120,42 @@ class Kube:
             plural=PLURAL,
         )
 
-    async def list_jobs(self, namespaces: Sequence[str]) -> list[dict[str, Any]]:
-        """Every Job of a ScheduledTask in the namespaces (all when none are given)."""
-        return await self._list_in(
-            namespaces,
-            self.batch.list_job_for_all_namespaces_without_preload_content,
-            self.batch.list_namespaced_job_without_preload_content,
-            label_selector=LABEL_TASK,
-        )
+    async def list_collection(
+        self, path: str, label_selector: str
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Every object at a collection path, and the resourceVersion of the list."""
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            query = [("labelSelector", label_selector), ("limit", "500"), ("continue", token)]
+            response = await self._send("GET", path, {}, query=query)
+            page = await _json(response)
+            items += page.get("items") or []
+            token = page["metadata"].get("continue") or ""
+            if not token:
+                return items, page["metadata"]["resourceVersion"]
+
+    async def watch_collection(
+        self, path: str, label_selector: str, resource_version: str, seconds: int
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The events of a collection after `resource_version`, until the server ends the watch."""
+        query = [
+            ("watch", "true"),
+            ("labelSelector", label_selector),
+            ("resourceVersion", resource_version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(seconds)),
+        ]
+        # The client's own deadline only guards against a connection that went silent.
+        response = await self._send("GET", path, {}, query=query, seconds=seconds + 30)
+        try:
+            if response.status != 200:
+                raise ApiError(response.status, (await response.read()).decode(errors="replace"))
+            async for line in response.content:
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            response.release()
 
     async def _send(
         self,

@@ -1,5 +1,5 @@
-"""`taskmaster-operator`: wires the watches (kopf), the scheduler, leader election,
-metrics and health endpoints together."""
+"""`taskmaster-operator`: wires the watches (kopf for tasks, our own for Jobs and pods),
+the scheduler, leader election, metrics and health endpoints together."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from taskmaster.shell.kube import Kube, load_configuration
 from taskmaster.shell.leader import LeaderElector, LeaseConfig
 from taskmaster.shell.metrics import Metrics
 from taskmaster.shell.scheduler import Scheduler
+from taskmaster.shell.watch import Watch, collection_paths
 from taskmaster.shell.webhook import Webhook
 from taskmaster.shell.webhook import register as register_webhook
 
@@ -167,9 +168,6 @@ def settings() -> kopf.OperatorSettings:
     # for kopf to list and watch namespaces and CRDs (and for RBAC to allow it,
     # cluster-wide). A CRD installed after the start is found on a restart.
     settings.scanning.disabled = True
-    # Only TaskMaster's Jobs are of interest: filter on the server.
-    settings.watching.label_selectors["batch", "jobs"] = LABEL_TASK
-    settings.watching.label_selectors["v1", "pods"] = LABEL_TASK
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.chunk_size = 500
@@ -186,14 +184,6 @@ def register(registry: kopf.OperatorRegistry, scheduler: Scheduler) -> None:
     async def task_event(event: Any, **_: Any) -> None:
         scheduler.task_event(event.get("type"), event["object"])
 
-    @kopf.on.event("batch", "v1", "jobs", registry=registry)
-    async def job_event(event: Any, **_: Any) -> None:
-        scheduler.job_event(event.get("type"), event["object"])
-
-    @kopf.on.event("v1", "pods", registry=registry)
-    async def pod_event(event: Any, **_: Any) -> None:
-        scheduler.pod_event(event.get("type"), event["object"])
-
 
 async def serve_http(host: str, port: int, routes: dict[str, Any]) -> web.AppRunner:
     app = web.Application()
@@ -208,13 +198,25 @@ async def serve_http(host: str, port: int, routes: dict[str, Any]) -> web.AppRun
 class Operator:
     """One operator process: watches, scheduler, election, HTTP endpoints."""
 
-    def __init__(self, options: argparse.Namespace, api: client.ApiClient) -> None:
+    def __init__(
+        self, options: argparse.Namespace, api: client.ApiClient, watching: client.ApiClient
+    ) -> None:
+        """`watching` holds the long-lived watch connections, apart from `api`'s pool:
+        with many namespaces they would leave no connection for the Lease's renewal."""
         self.options = options
         self.identity = identity()
         self.namespaces: list[str] = options.namespace
         self.kube = Kube(api, self.identity)
         self.metrics = Metrics()
         self.scheduler = Scheduler(self.kube, self.metrics, worker_image=options.worker_image)
+        self.watching = Kube(watching, self.identity)
+        self.watches = [
+            Watch(self.watching, path, LABEL_TASK, self.scheduler.job_event)
+            for path in collection_paths(self.namespaces, "batch/v1", "jobs")
+        ] + [
+            Watch(self.watching, path, LABEL_TASK, self.scheduler.pod_event)
+            for path in collection_paths(self.namespaces, "v1", "pods")
+        ]
         self.ready = asyncio.Event()
         self.stop = asyncio.Event()
         self.webhook = Webhook(options, self.kube) if options.webhook_port else None
@@ -270,6 +272,8 @@ class Operator:
         # kopf installs its own handlers when it starts; a signal must reach ours
         # first, so that the Lease is released before kopf winds down its watches.
         self.handle_signals()
+        for watch in self.watches:
+            await watch.listed.wait()
         await self.scheduler.wait_warm(self.namespaces)
         self.ready.set()
         logger.info("caches warm: %d tasks", len(self.scheduler.tasks))
@@ -318,6 +322,7 @@ class Operator:
                 ),
                 name="kopf",
             ),
+            *(asyncio.create_task(watch.run(), name=watch.path) for watch in self.watches),
             asyncio.create_task(self.scheduler.run(), name="scheduler"),
             asyncio.create_task(self.act(kopf_ready), name="act"),
         ]
@@ -350,6 +355,7 @@ class Operator:
         if self.webhook is not None:
             self.webhook.close()
         await self.kube.close()
+        await self.watching.close()
         logger.info("taskmaster-operator %s stopped", self.identity)
 
 
@@ -358,7 +364,7 @@ async def run(options: argparse.Namespace) -> None:
         # kopf logs in through $KUBECONFIG.
         os.environ["KUBECONFIG"] = options.kubeconfig
     configuration = await load_configuration(options.kubeconfig)
-    await Operator(options, client.ApiClient(configuration)).run()
+    await Operator(options, client.ApiClient(configuration), client.ApiClient(configuration)).run()
 
 
 # The caches hold every task, Job and pod (and kopf's memory of each): a full

@@ -238,13 +238,12 @@ class Scheduler:
         metrics.count_phases(self.phases)
 
     async def wait_warm(self, namespaces: Sequence[str]) -> None:
-        """Load every task and Job there is, so that no decision is taken on a partial view.
+        """Load every task there is, so that no decision is taken on a partial view
+        (the Jobs and pods come from their watches' first lists).
 
-        The watches deliver the same objects again; their resourceVersions keep
+        kopf's watch delivers the same objects again; their resourceVersions keep
         the newer copy.
         """
-        for job in await self.kube.list_jobs(namespaces):
-            self.job_event(None, job)
         for task in await self.kube.list_tasks(namespaces):
             self.task_event(None, task)
 
