@@ -111,7 +111,15 @@ class Api:
         return items + remaining
 
     async def delete_collection(self, path: str, **params: str) -> None:
-        await self.request("DELETE", path, params=params, expected=(200, 404))
+        """Delete every object there; thousands may outlast the API server's request
+        timeout (504): then ask again, for what is left."""
+        while True:
+            try:
+                await self.request("DELETE", path, params=params, expected=(200, 404))
+                return
+            except ApiError as error:
+                if error.status != 504:
+                    raise
 
 
 async def each(
