@@ -215,10 +215,10 @@ class _RecordingKube:
         self.tasks[task["metadata"]["name"]] = task
         scheduler.task_event("ADDED", task)
 
-    async def create_job(self, job: dict[str, Any]) -> dict[str, Any]:
+    async def create_job(self, job: dict[str, Any]) -> bool:
         await asyncio.sleep(0)  # a request: other reconciles go on meanwhile
         self.calls.append(("job", job["metadata"]["labels"]["taskmaster.dev/task"]))
-        return {**job, "metadata": {**job["metadata"], "resourceVersion": "5"}}
+        return True
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Any:
         await asyncio.sleep(0)

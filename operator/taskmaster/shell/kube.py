@@ -168,21 +168,30 @@ class Kube:
         content_type: str = "application/json",
         seconds: float | None = None,
     ) -> Any:
-        """Send a request with a plain JSON body as is; the response, not yet read."""
-        request = await self.api.param_serialize(
+        """Send a request with a plain JSON body as is; the response, not yet read.
+
+        The body goes past the client's serialization, which walks every value
+        of it in Python to turn its models into JSON: a plain dict already is.
+        """
+        method, url, headers, _, post = await self.api.param_serialize(
             method=method,
             resource_path=path,
             path_params=dict(path_params),
             query_params=list(query),
             header_params={"Content-Type": content_type, "Accept": "application/json"},
-            body=body,
             auth_settings=["BearerToken"],
         )
-        result = await self.api.call_api(*request, _preload_content=False, _request_timeout=seconds)
+        result = await self.api.call_api(
+            method, url, headers, body, post, _preload_content=False, _request_timeout=seconds
+        )
         return result.response
 
-    async def create_job(self, job: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Create a Job; None when it exists already (the run happened: exactly once)."""
+    async def create_job(self, job: Mapping[str, Any]) -> bool:
+        """Create a Job; False when it exists already (the run happened: exactly once).
+
+        The created object is not decoded: what the operator reads of it is what
+        it sent, and the watch brings the rest.
+        """
         response = await self._send(
             "POST",
             "/apis/batch/v1/namespaces/{namespace}/jobs",
@@ -190,11 +199,12 @@ class Kube:
             query=[("fieldManager", FIELD_MANAGER)],
             body=dict(job),
         )
+        body = await response.read()
         if response.status == 409:
-            await response.read()
-            return None
-        result: dict[str, Any] = await _json(response)
-        return result
+            return False
+        if response.status != 201:
+            raise ApiError(response.status, body.decode(errors="replace"))
+        return True
 
     async def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and, in the background, its pods; gone already is fine."""

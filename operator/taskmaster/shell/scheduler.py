@@ -565,12 +565,12 @@ class Scheduler:
                     message=message,
                 )
             ]
-        if created is None:
+        if not created:
             return []  # it exists: this run already started (exactly once)
-        view = JobView.from_job(created)
-        if view is not None:
+        view = JobView.from_job(manifest)
+        if view is not None and name not in jobs:
+            # As created; unless the watch was quicker and already told more.
             jobs[name] = view
-            self._job_versions[(task.ref.key, name)] = _version(created)
         due = run.scheduled if run.token else due_at(task.ref.key, spec, run.scheduled)
         lag = (datetime.now(UTC) - due).total_seconds()
         self.metrics.fire_lag.labels(run.trigger.value).observe(max(lag, 0.0))
