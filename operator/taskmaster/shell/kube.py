@@ -120,20 +120,19 @@ class Kube:
             plural=PLURAL,
         )
 
-    async def list_collection(
+    async def list_pages(
         self, path: str, label_selector: str
-    ) -> tuple[list[dict[str, Any]], str]:
-        """Every object at a collection path, and the resourceVersion of the list."""
-        items: list[dict[str, Any]] = []
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
+        """The objects at a collection path, a page at a time, each with the list's
+        resourceVersion: tens of thousands of objects are never all decoded at once."""
         token = ""
         while True:
             query = [("labelSelector", label_selector), ("limit", "500"), ("continue", token)]
-            response = await self._send("GET", path, {}, query=query)
-            page = await _json(response)
-            items += page.get("items") or []
+            page = await _json(await self._send("GET", path, {}, query=query))
+            yield page.get("items") or [], page["metadata"]["resourceVersion"]
             token = page["metadata"].get("continue") or ""
             if not token:
-                return items, page["metadata"]["resourceVersion"]
+                return
 
     async def watch_collection(
         self, path: str, label_selector: str, resource_version: str, seconds: int

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -57,18 +58,22 @@ class Watch:
 
     async def list(self) -> None:
         """Hand every object to `handle` (event type None) and those gone since as DELETED."""
-        items, version = await self.kube.list_collection(self.path, self.label_selector)
-        listed = {}
-        for item in items:
-            metadata = item["metadata"]
-            listed[metadata["namespace"], metadata["name"]] = _stub(item)
-            self.handle(None, item)
+        started = time.monotonic()
+        listed, at = {}, ""
+        async for items, version in self.kube.list_pages(self.path, self.label_selector):
+            at = version
+            for item in items:
+                metadata = item["metadata"]
+                listed[metadata["namespace"], metadata["name"]] = _stub(item)
+                self.handle(None, item)
         for key, stub in self.known.items():
             if key not in listed:
                 self.handle("DELETED", stub)
         self.known = listed
-        self.resource_version = version
+        self.resource_version = at
         self.listed.set()
+        seconds = time.monotonic() - started
+        logger.info("listed %d objects of %s in %.1fs", len(listed), self.path, seconds)
 
     def apply(self, event: Mapping[str, Any]) -> None:
         """Hand one watch event to `handle`; an ERROR event raises its Status as ApiError."""
@@ -92,28 +97,28 @@ class Watch:
         delay = _BACKOFF[0]
         loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
                 if not self.resource_version:
                     await self.list()
-                started = loop.time()
                 async for event in self.kube.watch_collection(
                     self.path, self.label_selector, self.resource_version, _SERVER_TIMEOUT
                 ):
                     self.apply(event)
-                if loop.time() - started > _BACKOFF[0]:
-                    delay = _BACKOFF[0]
-                    continue
-                # Ended as soon as it began: no request storm against a server doing so.
-                failure: Exception = ConnectionError("the watch ended at once")
+                failure: Exception = ConnectionError("the API server ended the watch")
             except ApiError as error:
                 if error.status == 410:
-                    # Too old to go on from: list again, at once.
+                    # Too old to go on from: list again.
                     logger.info("watching %s: %s; listing again", self.path, error)
                     self.resource_version = ""
-                    continue
                 failure = error
-            except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            except (aiohttp.ClientError, OSError, EOFError, ValueError) as error:
                 failure = error
+            if loop.time() - started > _BACKOFF[0]:
+                # It ran a while (a watch ends every few minutes): go on at once.
+                delay = _BACKOFF[0]
+                continue
+            # Ended as soon as it began: no request storm against a server doing so.
             logger.warning("watching %s failed (%s); retrying in %.1fs", self.path, failure, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _BACKOFF[1])
