@@ -6,8 +6,8 @@ from typing import Any, cast
 
 import pytest
 
-from taskmaster.shell.kube import ApiError
-from taskmaster.shell.watch import Watch, collection_paths
+from taskmaster.shell.kube import ApiError, collection_paths
+from taskmaster.shell.watch import Watch
 
 
 def _watch() -> tuple[Watch, list[tuple[str | None, str]]]:

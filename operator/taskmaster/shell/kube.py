@@ -4,9 +4,10 @@ webhook's dry-runs, certificate Secret and caBundle.
 The client's generated methods take its model classes; plain dicts serialize
 the same, hence the casts. Its config loaders are untyped.
 
-Reads come from kopf's watches; this is the other direction. Responses are
-read as plain JSON rather than the client's generated models: the operator
-works on dicts throughout and model conversion would dominate at scale. The
+Also the lists and watches of Jobs and pods (`shell/watch.py`) and the
+start-up list of tasks; kopf watches the tasks. Responses are read as plain
+JSON rather than the client's generated models: the operator works on dicts
+throughout and model conversion would dominate at scale. The
 writes of every run (Job, status, Events, deletions) go out through `_send`
 for the same reason: the generated methods validate a dict body into the
 client's models and serialize it back, which cost more than the request.
@@ -76,58 +77,41 @@ async def json_unless_missing(response: Any) -> dict[str, Any] | None:
     return result
 
 
+def collection_paths(namespaces: Sequence[str], group_version: str, plural: str) -> list[str]:
+    """The collection's path in each namespace, or cluster-wide when none is given."""
+    root = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+    if not namespaces:
+        return [f"{root}/{plural}"]
+    return [f"{root}/namespaces/{namespace}/{plural}" for namespace in namespaces]
+
+
 class Kube:
     def __init__(self, api: client.ApiClient, instance: str) -> None:
         self.api = api
         self.instance = instance
-        self.batch = client.BatchV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
         self.admission = client.AdmissionregistrationV1Api(api)
 
     async def close(self) -> None:
         await self.api.close()  # type: ignore[no-untyped-call]
 
-    async def _list(self, call: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        token = None
-        while True:
-            page = await _json(await call(limit=500, _continue=token, **kwargs))
-            items += page.get("items") or []
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return items
-
-    async def _list_in(
-        self, namespaces: Sequence[str], everywhere: Any, in_namespace: Any, **kwargs: Any
-    ) -> list[dict[str, Any]]:
-        """List cluster-wide when no namespace is given, else in each of them."""
-        if not namespaces:
-            return await self._list(everywhere, **kwargs)
-        items = []
-        for namespace in namespaces:
-            items += await self._list(in_namespace, namespace=namespace, **kwargs)
-        return items
-
     async def list_tasks(self, namespaces: Sequence[str]) -> list[dict[str, Any]]:
         """Every ScheduledTask in the namespaces (all when none are given)."""
-        return await self._list_in(
-            namespaces,
-            self.custom.list_cluster_custom_object_without_preload_content,
-            self.custom.list_namespaced_custom_object_without_preload_content,
-            group=GROUP,
-            version=VERSION,
-            plural=PLURAL,
-        )
+        items: list[dict[str, Any]] = []
+        for path in collection_paths(namespaces, f"{GROUP}/{VERSION}", PLURAL):
+            async for page, _ in self.list_pages(path):
+                items += page
+        return items
 
     async def list_pages(
-        self, path: str, label_selector: str
+        self, path: str, label_selector: str = ""
     ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
         """The objects at a collection path, a page at a time, each with the list's
         resourceVersion: tens of thousands of objects are never all decoded at once."""
+        selector = [("labelSelector", label_selector)] if label_selector else []
         token = ""
         while True:
-            query = [("labelSelector", label_selector), ("limit", "500"), ("continue", token)]
+            query = [*selector, ("limit", "500"), ("continue", token)]
             page = await _json(await self._send("GET", path, {}, query=query))
             yield page.get("items") or [], page["metadata"]["resourceVersion"]
             token = page["metadata"].get("continue") or ""

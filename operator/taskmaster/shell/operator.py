@@ -23,11 +23,11 @@ from kubernetes.aio import client
 from prometheus_client import exposition
 
 from taskmaster.core.names import GROUP, LABEL_TASK, PLURAL, VERSION
-from taskmaster.shell.kube import Kube, load_configuration
+from taskmaster.shell.kube import Kube, collection_paths, load_configuration
 from taskmaster.shell.leader import LeaderElector, LeaseConfig
 from taskmaster.shell.metrics import Metrics
 from taskmaster.shell.scheduler import Scheduler
-from taskmaster.shell.watch import Watch, collection_paths
+from taskmaster.shell.watch import Watch
 from taskmaster.shell.webhook import Webhook
 from taskmaster.shell.webhook import register as register_webhook
 
@@ -367,7 +367,7 @@ async def run(options: argparse.Namespace) -> None:
     await Operator(options, client.ApiClient(configuration), client.ApiClient(configuration)).run()
 
 
-# The caches hold every task, Job and pod (and kopf's memory of each): a full
+# The caches hold every task, Job and pod (and kopf's memory of each task): a full
 # collection walks them all, about two seconds with 10,000 tasks, the event
 # loop stalled meanwhile. With the default thresholds one ran every ten
 # seconds or so under load, a sixth of the operator's CPU. Young collections

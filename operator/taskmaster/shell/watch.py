@@ -122,11 +122,3 @@ class Watch:
             logger.warning("watching %s failed (%s); retrying in %.1fs", self.path, failure, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _BACKOFF[1])
-
-
-def collection_paths(namespaces: list[str], group_version: str, plural: str) -> list[str]:
-    """The collection's path in each namespace, or cluster-wide when none is given."""
-    root = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
-    if not namespaces:
-        return [f"{root}/{plural}"]
-    return [f"{root}/namespaces/{namespace}/{plural}" for namespace in namespaces]
