@@ -1,4 +1,4 @@
-"""How the operator wires kopf: what it may leave out, and why that is safe."""
+"""What the operator leaves to kopf: serving the admission webhook, nothing else."""
 
 from __future__ import annotations
 
@@ -7,28 +7,19 @@ from typing import Any, cast
 import kopf
 
 from taskmaster.shell.metrics import Metrics
-from taskmaster.shell.operator import NoDiffBase, register, settings
-from taskmaster.shell.scheduler import Scheduler
-from taskmaster.shell.webhook import register as register_webhook
+from taskmaster.shell.operator import register
 
 
-def test_no_handler_needs_a_diff_base() -> None:
-    # kopf's diff base serves change handlers (on.create/update/resume, daemons,
-    # timers); with only event handlers it is built for nothing.
+def test_kopf_serves_the_webhook_and_watches_nothing() -> None:
+    # Tasks, Jobs and pods come through the operator's own watches: a kopf
+    # handler on any of them would list and watch the same objects again.
     registry = kopf.OperatorRegistry()
-    metrics = Metrics()
-    register(registry, Scheduler(cast(Any, None), metrics))
-    register_webhook(registry, cast(Any, None), metrics, None)
+    register(registry, cast(Any, None), Metrics(), None)
 
+    assert registry._watching.get_all_handlers() == []
     assert registry._changing.get_all_handlers() == []
     assert registry._spawning.get_all_handlers() == []
-    assert len(registry._watching.get_all_handlers()) == 1  # the tasks; Jobs and pods are ours
-
-
-def test_the_diff_base_is_never_kept() -> None:
-    storage = settings().persistence.diffbase_storage
-    body = kopf.Body({"metadata": {"name": "t"}, "spec": {"schedule": "* * * * *"}})
-
-    assert isinstance(storage, NoDiffBase)
-    assert storage.fetch(body=body) is None
-    assert storage.build(body=body) == {}
+    assert registry._indexing.get_all_handlers() == []
+    assert [handler.id for handler in registry._webhooks.get_all_handlers()] == [
+        "validate-scheduledtask"
+    ]

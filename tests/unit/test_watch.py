@@ -66,6 +66,26 @@ def test_an_error_event_raises_its_status() -> None:
     assert seen == []
 
 
+def test_an_object_the_handler_fails_on_is_logged_and_the_watch_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[str] = []
+
+    def handle(kind: str | None, body: Any) -> None:
+        if body["metadata"]["name"] == "bad":
+            raise KeyError("spec")
+        seen.append(body["metadata"]["name"])
+
+    watch = Watch(cast(Any, None), "/apis/batch/v1/jobs", "l", handle)
+    for name, version in (("a", "1"), ("bad", "2"), ("b", "3")):
+        watch.apply({"type": "ADDED", "object": _job(name, version)})
+
+    assert seen == ["a", "b"]
+    assert watch.resource_version == "3"
+    assert set(watch.known) == {("ns", "a"), ("ns", "bad"), ("ns", "b")}
+    assert "/apis/batch/v1/jobs: ns/bad not handled" in caplog.text
+
+
 def test_paths_per_namespace_or_cluster_wide() -> None:
     assert collection_paths([], "batch/v1", "jobs") == ["/apis/batch/v1/jobs"]
     assert collection_paths(["a", "b"], "v1", "pods") == [

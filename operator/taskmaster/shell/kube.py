@@ -4,11 +4,10 @@ webhook's dry-runs, certificate Secret and caBundle.
 The client's generated methods take its model classes; plain dicts serialize
 the same, hence the casts. Its config loaders are untyped.
 
-Also the lists and watches of Jobs and pods (`shell/watch.py`) and the
-start-up list of tasks; kopf watches the tasks. Responses are read as plain
-JSON rather than the client's generated models: the operator works on dicts
-throughout and model conversion would dominate at scale. The
-writes of every run (Job, status, Events, deletions) go out through `_send`
+Also the lists and watches of tasks, Jobs and pods (`shell/watch.py`).
+Responses are read as plain JSON rather than the client's generated models:
+the operator works on dicts throughout and model conversion would dominate at
+scale. The writes of every run (Job, status, Events, deletions) go out through `_send`
 for the same reason: the generated methods validate a dict body into the
 client's models and serialize it back, which cost more than the request.
 """
@@ -94,14 +93,6 @@ class Kube:
 
     async def close(self) -> None:
         await self.api.close()  # type: ignore[no-untyped-call]
-
-    async def list_tasks(self, namespaces: Sequence[str]) -> list[dict[str, Any]]:
-        """Every ScheduledTask in the namespaces (all when none are given)."""
-        items: list[dict[str, Any]] = []
-        for path in collection_paths(namespaces, f"{GROUP}/{VERSION}", PLURAL):
-            async for page, _ in self.list_pages(path):
-                items += page
-        return items
 
     async def list_pages(
         self, path: str, label_selector: str = ""

@@ -1,5 +1,5 @@
-"""`taskmaster-operator`: wires the watches (kopf for tasks, our own for Jobs and pods),
-the scheduler, leader election, metrics and health endpoints together."""
+"""`taskmaster-operator`: wires the watches (tasks, Jobs, pods), the scheduler, leader
+election, metrics, health endpoints and the admission webhook (served by kopf) together."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -129,7 +129,7 @@ def configure_logging(log_format: str) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    # kopf logs every event at INFO; ours say what matters.
+    # kopf's INFO messages are its own bookkeeping; ours say what matters.
     logging.getLogger("kopf").setLevel(logging.WARNING)
 
 
@@ -137,52 +137,25 @@ def identity() -> str:
     return f"{os.environ.get('POD_NAME') or socket.gethostname()}-{secrets.token_hex(4)}"
 
 
-class NoDiffBase(kopf.DiffBaseStorage):
-    """No last-handled state: the operator has only on.event handlers, which get no diffs.
-
-    kopf builds a diff base for every event all the same (a deep copy of the
-    whole object, status and managedFields included, then mostly thrown away):
-    for Jobs and pods, whose events outnumber the runs several times, that was
-    a large share of the operator's work, and of its garbage.
-    """
-
-    def build(
-        self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
-    ) -> kopf.BodyEssence:
-        return kopf.BodyEssence()
-
-    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return None
-
-    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        pass
-
-
 def settings() -> kopf.OperatorSettings:
+    """kopf serves the admission webhook and nothing else: it watches nothing."""
     settings = kopf.OperatorSettings()
     # Leader election is ours (a Lease); kopf's peering and its own Events are off.
     settings.peering.standalone = True
     settings.posting.enabled = False
-    settings.persistence.diffbase_storage = NoDiffBase()
-    # The resources are known and the namespaces given by exact name: no need
-    # for kopf to list and watch namespaces and CRDs (and for RBAC to allow it,
-    # cluster-wide). A CRD installed after the start is found on a restart.
+    # No CRDs or namespaces to discover (nor RBAC to allow it, cluster-wide).
     settings.scanning.disabled = True
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-    settings.watching.chunk_size = 500
-    settings.networking.request_timeout = 60
     return settings
 
 
-def register(registry: kopf.OperatorRegistry, scheduler: Scheduler) -> None:
+def register(
+    registry: kopf.OperatorRegistry, kube: Kube, metrics: Metrics, worker_image: str | None
+) -> None:
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> Any:
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    async def task_event(event: Any, **_: Any) -> None:
-        scheduler.task_event(event.get("type"), event["object"])
+    register_webhook(registry, kube, metrics, worker_image)
 
 
 async def serve_http(host: str, port: int, routes: dict[str, Any]) -> web.AppRunner:
@@ -211,11 +184,18 @@ class Operator:
         self.scheduler = Scheduler(self.kube, self.metrics, worker_image=options.worker_image)
         self.watching = Kube(watching, self.identity)
         self.watches = [
-            Watch(self.watching, path, LABEL_TASK, self.scheduler.job_event)
-            for path in collection_paths(self.namespaces, "batch/v1", "jobs")
-        ] + [
-            Watch(self.watching, path, LABEL_TASK, self.scheduler.pod_event)
-            for path in collection_paths(self.namespaces, "v1", "pods")
+            *(
+                Watch(self.watching, path, "", self.scheduler.task_event)
+                for path in collection_paths(self.namespaces, f"{GROUP}/{VERSION}", PLURAL)
+            ),
+            *(
+                Watch(self.watching, path, LABEL_TASK, self.scheduler.job_event)
+                for path in collection_paths(self.namespaces, "batch/v1", "jobs")
+            ),
+            *(
+                Watch(self.watching, path, LABEL_TASK, self.scheduler.pod_event)
+                for path in collection_paths(self.namespaces, "v1", "pods")
+            ),
         ]
         self.ready = asyncio.Event()
         self.stop = asyncio.Event()
@@ -266,15 +246,10 @@ class Operator:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
 
-    async def act(self, kopf_ready: asyncio.Event) -> None:
-        """Act once the caches hold every task and Job that exists, as leader if elected."""
-        await kopf_ready.wait()
-        # kopf installs its own handlers when it starts; a signal must reach ours
-        # first, so that the Lease is released before kopf winds down its watches.
-        self.handle_signals()
+    async def act(self) -> None:
+        """Act once every watch has listed what exists, as leader if elected."""
         for watch in self.watches:
             await watch.listed.wait()
-        await self.scheduler.wait_warm(self.namespaces)
         self.ready.set()
         logger.info("caches warm: %d tasks", len(self.scheduler.tasks))
         if self.elector is None:
@@ -283,18 +258,35 @@ class Operator:
         else:
             await self.elector.run(self.start_acting, self.stop_acting)
 
+    async def serve_webhook(self, webhook: Webhook) -> None:
+        """Run kopf, which serves the webhook (every replica does, leader or not).
+
+        kopf's managed mode stays off: the chart owns the configuration, we its caBundle.
+        """
+        registry = kopf.OperatorRegistry()
+        register(registry, self.kube, self.metrics, self.options.worker_image)
+        operator_settings = settings()
+        operator_settings.admission.server = await webhook.start()
+        started = asyncio.Event()
+        served = asyncio.create_task(
+            kopf.operator(
+                registry=registry,
+                settings=operator_settings,
+                clusterwide=not self.namespaces,
+                namespaces=self.namespaces,
+                standalone=True,
+                stop_flag=self.stop,
+                ready_flag=started,
+            )
+        )
+        # kopf installs its own signal handlers as it starts; ours must get the
+        # signal, so that the Lease is released before kopf winds down.
+        await started.wait()
+        self.handle_signals()
+        await served
+
     async def run(self) -> None:
         options = self.options
-        registry = kopf.OperatorRegistry()
-        register(registry, self.scheduler)
-        operator_settings = settings()
-        background = []
-        if self.webhook is not None:
-            register_webhook(registry, self.kube, self.metrics, options.worker_image)
-            # Every replica serves the webhook, leader or not; kopf's managed
-            # mode stays off: the chart owns the configuration, we its caBundle.
-            operator_settings.admission.server = await self.webhook.start()
-            background.append(asyncio.create_task(self.webhook.maintain(), name="webhook"))
         self.handle_signals()
         runners = [
             await serve_http(
@@ -306,26 +298,18 @@ class Operator:
                 options.bind_address, options.metrics_port, {"/metrics": self.metrics_page}
             ),
         ]
-        kopf_ready = asyncio.Event()
         scope = ", ".join(self.namespaces) or "cluster-wide"
         logger.info("taskmaster-operator %s starting (%s)", self.identity, scope)
-        background += [
-            asyncio.create_task(
-                kopf.operator(
-                    registry=registry,
-                    settings=operator_settings,
-                    clusterwide=not self.namespaces,
-                    namespaces=self.namespaces,
-                    standalone=True,
-                    stop_flag=self.stop,
-                    ready_flag=kopf_ready,
-                ),
-                name="kopf",
-            ),
+        background = [
             *(asyncio.create_task(watch.run(), name=watch.path) for watch in self.watches),
             asyncio.create_task(self.scheduler.run(), name="scheduler"),
-            asyncio.create_task(self.act(kopf_ready), name="act"),
+            asyncio.create_task(self.act(), name="act"),
         ]
+        if self.webhook is not None:
+            background += [
+                asyncio.create_task(self.serve_webhook(self.webhook), name="kopf"),
+                asyncio.create_task(self.webhook.maintain(), name="webhook"),
+            ]
         stopper = asyncio.create_task(self.stop.wait())
         try:
             done, _ = await asyncio.wait(
@@ -367,7 +351,7 @@ async def run(options: argparse.Namespace) -> None:
     await Operator(options, client.ApiClient(configuration), client.ApiClient(configuration)).run()
 
 
-# The caches hold every task, Job and pod (and kopf's memory of each task): a full
+# The caches hold every task, Job and pod: a full
 # collection walks them all, about two seconds with 10,000 tasks, the event
 # loop stalled meanwhile. With the default thresholds one ran every ten
 # seconds or so under load, a sixth of the operator's CPU. Young collections

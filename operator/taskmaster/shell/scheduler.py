@@ -1,6 +1,6 @@
 """The scheduler: one in-memory timer queue for every task, and the reconcile that acts.
 
-Watch events (from kopf) keep `Scheduler.tasks` and `Scheduler.jobs` current
+Watch events (`shell/watch.py`) keep `Scheduler.tasks` and `Scheduler.jobs` current
 and queue a reconcile of the task; one loop turns due wake-ups into reconciles
 and runs what is queued, most urgent first, each task at most once at a time.
 A reconcile reads only memory, asks the pure core what to do (`decide`,
@@ -26,7 +26,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -236,16 +236,6 @@ class Scheduler:
         # Asked before every Job is created: False once leadership may be lost.
         self.may_act: Callable[[], bool] = lambda: True
         metrics.count_phases(self.phases)
-
-    async def wait_warm(self, namespaces: Sequence[str]) -> None:
-        """Load every task there is, so that no decision is taken on a partial view
-        (the Jobs and pods come from their watches' first lists).
-
-        kopf's watch delivers the same objects again; their resourceVersions keep
-        the newer copy.
-        """
-        for task in await self.kube.list_tasks(namespaces):
-            self.task_event(None, task)
 
     def stalled(self, limit: float) -> bool:
         """Whether the loop, while it should be acting, has not turned for `limit` seconds.

@@ -1,10 +1,11 @@
-"""Lists and watches of the objects TaskMaster creates: its Jobs and their pods.
+"""Lists and watches of the tasks, their Jobs and the Jobs' pods.
 
-The tasks themselves come through kopf. Jobs and pods come through these lean
-watches instead: during a burst every Job brings two or three events, and
-kopf's handling of each (causes, progress, handler invocation) cost the
-operator more CPU than creating the Job did, on the same cores as the API
-server. Here an event is decoded and handed to the scheduler, nothing more.
+Lean on purpose: an event is decoded and handed to the scheduler, nothing
+more. Through kopf, each event went through its causes, progress and handler
+machinery: during a burst (two or three events per Job) that cost more CPU
+than creating the Jobs, on the cores the API server needs; at a start with
+10,000 tasks, kopf listed them all a second time and handled each as an event
+while the operator was waiting to be ready.
 
 A watch starts from the resourceVersion of its first list, so nothing listed
 at start-up comes again as an event; it goes on from the last version seen when
@@ -65,10 +66,10 @@ class Watch:
             for item in items:
                 metadata = item["metadata"]
                 listed[metadata["namespace"], metadata["name"]] = _stub(item)
-                self.handle(None, item)
+                self._hand(None, item)
         for key, stub in self.known.items():
             if key not in listed:
-                self.handle("DELETED", stub)
+                self._hand("DELETED", stub)
         self.known = listed
         self.resource_version = at
         self.listed.set()
@@ -90,7 +91,17 @@ class Watch:
             self.known.pop(key, None)
         else:
             self.known[key] = _stub(body)
-        self.handle(kind, body)
+        self._hand(kind, body)
+
+    def _hand(self, kind: str | None, body: Mapping[str, Any]) -> None:
+        try:
+            self.handle(kind, body)
+        except Exception:
+            # One object the scheduler cannot take must not stop the watch of all others.
+            metadata = body["metadata"]
+            logger.exception(
+                "%s: %s/%s not handled", self.path, metadata.get("namespace"), metadata.get("name")
+            )
 
     async def run(self) -> None:
         """List, then watch, until cancelled; a failure is retried, never the end."""

@@ -76,7 +76,7 @@ every pod of the namespace that runs as "default".
 
 {{/* The rules the operator needs in every namespace whose tasks it runs. */}}
 {{- define "taskmaster.operatorRules" -}}
-# Watch the tasks (kopf) and list them once before acting.
+# List and watch the tasks.
 - apiGroups: [taskmaster.dev]
   resources: [scheduledtasks]
   verbs: [list, watch]
