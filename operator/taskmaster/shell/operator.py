@@ -329,8 +329,10 @@ class Operator:
         self.stop_acting()
         if self.elector is not None:
             await self.elector.release()
-        # kopf winds down on the stop flag (closing its sessions); the rest is cancelled.
-        await asyncio.wait([t for t in tasks if t.get_name() == "kopf"], timeout=5)
+        # kopf (when it serves the webhook) winds down on the stop flag, closing
+        # its sessions; the rest is cancelled.
+        if kopf := [task for task in tasks if task.get_name() == "kopf"]:
+            await asyncio.wait(kopf, timeout=5)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
