@@ -213,7 +213,9 @@ def markdown(result: Mapping[str, Any], plots: Sequence[str]) -> str:
         "time to its Job's ADDED event. CPU is the operator process's user + system time "
         "over the window; API requests are the operator's, counted in the API server's "
         f"audit log. Peak RSS {result['steady']['peak_rss_mb']} MB. The ramp shortens the "
-        "period until the p99 lag passes 1 s.",
+        "period until the p99 lag passes 1 s. A step past that point counts only the runs of "
+        "its window whose Jobs appeared by 3 s after it, so its runs/s and lags understate "
+        "the rate offered and how late the rest ran.",
         "",
         steady_table(result),
         "",

@@ -7,9 +7,10 @@ the same, hence the casts. Its config loaders are untyped.
 Also the lists and watches of tasks, Jobs and pods (`shell/watch.py`).
 Responses are read as plain JSON rather than the client's generated models:
 the operator works on dicts throughout and model conversion would dominate at
-scale. The writes of every run (Job, status, Events, deletions) go out through `_send`
-for the same reason: the generated methods validate a dict body into the
-client's models and serialize it back, which cost more than the request.
+scale. The writes of every run (Job, status, Events, deletions) go out
+through `_send` for the same reason: the generated methods validate a dict
+body into the client's models and serialize it back, which cost more than
+the request.
 """
 
 from __future__ import annotations

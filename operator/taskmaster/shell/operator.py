@@ -353,13 +353,13 @@ async def run(options: argparse.Namespace) -> None:
     await Operator(options, client.ApiClient(configuration), client.ApiClient(configuration)).run()
 
 
-# The caches hold every task, Job and pod: a full
-# collection walks them all, about two seconds with 10,000 tasks, the event
-# loop stalled meanwhile. With the default thresholds one ran every ten
-# seconds or so under load, a sixth of the operator's CPU. Young collections
-# stay as they are (larger ones cost more in all); full ones may come after
-# 1,000 middle ones instead of 10, minutes apart. Nearly all the garbage here
-# is acyclic JSON, freed at once by reference counting regardless.
+# The caches hold every task, Job and pod: a full collection walks them all,
+# about two seconds with 10,000 tasks, the event loop stalled meanwhile. With
+# the default thresholds one ran every ten seconds or so under load, a sixth
+# of the operator's CPU. Young collections stay as they are (larger ones cost
+# more in all); full ones may come after 1,000 middle ones instead of 10,
+# minutes apart. Nearly all the garbage here is acyclic JSON, freed at once by
+# reference counting regardless.
 _GC_THRESHOLDS = (700, 10, 1000)
 
 
