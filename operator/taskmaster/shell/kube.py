@@ -96,7 +96,7 @@ class Kube:
         await self.api.close()  # type: ignore[no-untyped-call]
 
     async def list_pages(
-        self, path: str, label_selector: str = ""
+        self, path: str, label_selector: str
     ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
         """The objects at a collection path, a page at a time, each with the list's
         resourceVersion: tens of thousands of objects are never all decoded at once."""
