@@ -183,19 +183,15 @@ class Operator:
         self.metrics = Metrics()
         self.scheduler = Scheduler(self.kube, self.metrics, worker_image=options.worker_image)
         self.watching = Kube(watching, self.identity)
+        kinds = (
+            (f"{GROUP}/{VERSION}", PLURAL, "", self.scheduler.task_event),
+            ("batch/v1", "jobs", LABEL_TASK, self.scheduler.job_event),
+            ("v1", "pods", LABEL_TASK, self.scheduler.pod_event),
+        )
         self.watches = [
-            *(
-                Watch(self.watching, path, "", self.scheduler.task_event)
-                for path in collection_paths(self.namespaces, f"{GROUP}/{VERSION}", PLURAL)
-            ),
-            *(
-                Watch(self.watching, path, LABEL_TASK, self.scheduler.job_event)
-                for path in collection_paths(self.namespaces, "batch/v1", "jobs")
-            ),
-            *(
-                Watch(self.watching, path, LABEL_TASK, self.scheduler.pod_event)
-                for path in collection_paths(self.namespaces, "v1", "pods")
-            ),
+            Watch(self.watching, path, selector, handle)
+            for group_version, plural, selector, handle in kinds
+            for path in collection_paths(self.namespaces, group_version, plural)
         ]
         self.ready = asyncio.Event()
         self.stop = asyncio.Event()
