@@ -100,10 +100,9 @@ class Kube:
     ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
         """The objects at a collection path, a page at a time, each with the list's
         resourceVersion: tens of thousands of objects are never all decoded at once."""
-        selector = [("labelSelector", label_selector)] if label_selector else []
         token = ""
         while True:
-            query = [*selector, ("limit", "500"), ("continue", token)]
+            query = [("labelSelector", label_selector), ("limit", "500"), ("continue", token)]
             page = await _json(await self._send("GET", path, {}, query=query))
             yield page.get("items") or [], page["metadata"]["resourceVersion"]
             token = page["metadata"].get("continue") or ""
