@@ -7,8 +7,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from taskmaster.core.decide import Plan, TaskState, decide
+from taskmaster.core.decide import MAX_RUNS_PER_DECISION, Plan, TaskState, decide
 from taskmaster.core.names import Run, TaskRef, Trigger
+from taskmaster.core.schedule import WALK_STEPS
 from taskmaster.core.spec import parse_spec
 from taskmaster.core.status import HistoryEntry, JobView, Result
 
@@ -257,9 +258,37 @@ def test_long_downtime_of_a_seconds_schedule_is_counted_quickly() -> None:
 
     assert time.perf_counter() - started < 5
     late = plan.records[0]
-    assert late.runs >= 10_000
+    # A cron schedule cannot be counted without walking it: what was jumped over counts once.
+    assert late.runs > WALK_STEPS
     assert "at least" in late.message
     assert scheduled_runs(plan)[-1] == (at(86400), Trigger.CATCH_UP)
+
+
+def test_run_all_after_a_day_starts_the_newest_runs_and_counts_the_rest() -> None:
+    spec = {"every": "1s", "missedRunPolicy": "RunAll", "startingDeadlineSeconds": 86400}
+
+    plan = decide(state(spec, since=at(86400.5)), at(86400.5))
+
+    runs = scheduled_runs(plan)
+    assert len(runs) == MAX_RUNS_PER_DECISION
+    assert runs[0] == (at(86400 - MAX_RUNS_PER_DECISION + 1), Trigger.CATCH_UP)
+    assert runs[-1] == (at(86400), Trigger.CATCH_UP)
+    [crowded] = [r for r in plan.records if r.reason == "TooManyRunsDue"]
+    assert crowded.runs == 86400 - MAX_RUNS_PER_DECISION
+    assert crowded.message.startswith(f"{86400 - MAX_RUNS_PER_DECISION} runs from ")
+    assert plan.last_schedule_time == at(86400)
+
+
+def test_a_late_reconcile_of_a_seconds_cron_starts_at_most_the_cap() -> None:
+    spec = {"schedule": "* * * * * *", "startingDeadlineSeconds": 3600}
+
+    plan = decide(state(spec, cursor=at(0)), at(3600.5))
+
+    runs = scheduled_runs(plan)
+    assert 0 < len(runs) <= MAX_RUNS_PER_DECISION
+    assert runs[-1] == (at(3600), Trigger.SCHEDULE)
+    [crowded] = [r for r in plan.records if r.reason == "TooManyRunsDue"]
+    assert crowded.scheduled_time < runs[0][0]
 
 
 def failed(scheduled: datetime, attempt: int, ended: datetime, token: str | None = None) -> JobView:

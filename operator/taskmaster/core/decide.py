@@ -20,18 +20,27 @@ created again, whatever the cursor says.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from taskmaster.core.names import Run, TaskRef, Trigger, job_name
 from taskmaster.core.render import rfc3339
-from taskmaster.core.schedule import jitter
+from taskmaster.core.schedule import WALK_STEPS, Timeline, jitter
 from taskmaster.core.spec import ConcurrencyPolicy, MissedRunPolicy, TaskSpec
 from taskmaster.core.status import HistoryEntry, JobView, Result
 
-# Counting missed times one by one stops here; beyond it the count says "at least".
-_MISSED_COUNT_LIMIT = 10_000
+# A decision starts at most this many scheduled runs of one task. When more
+# are due at once (RunAll after a long downtime, a seconds schedule whose
+# reconcile came late), the newest start and the older ones are recorded
+# Missed with their count: the CronJob controller's "too many missed start
+# times", without its cliff (it starts none).
+MAX_RUNS_PER_DECISION = 100
+# How often a decision jumps ahead over times it would only count, after
+# walking WALK_STEPS of them each time; past that it stops where it is and
+# goes on at once in the next decision. Every decision is bounded by these.
+_MAX_JUMPS = 8
 
 
 @dataclass(frozen=True)
@@ -75,10 +84,6 @@ class _Missed:
     count: int = 1
     exact: bool = True
 
-    def add(self, scheduled: datetime) -> None:
-        self.last = scheduled
-        self.count += 1
-
     def entry(self, why: str, reason: str) -> HistoryEntry:
         if self.count == 1:
             message = f"run at {rfc3339(self.last)} not started: {why}"
@@ -100,30 +105,105 @@ class _Missed:
         return cls(first=times[0], last=times[-1], count=len(times))
 
 
-def _due_times(state: TaskState, now: datetime) -> tuple[_Missed | None, list[datetime]]:
-    """Scheduled times due by `now`: (too late to start, still startable, oldest first)."""
-    deadline = state.spec.starting_deadline
+@dataclass
+class _Due:
+    """The scheduled times from the cursor up to now, sorted out by one bounded walk."""
+
+    # More than startingDeadlineSeconds late.
     late: _Missed | None = None
-    startable: list[datetime] = []
-    times = state.spec.timeline.times(state.last_schedule_time)
+    # Startable, but older than the newest MAX_RUNS_PER_DECISION.
+    crowded: _Missed | None = None
+    # Startable: the newest, oldest first.
+    startable: deque[datetime] = field(default_factory=deque)
+    # The walk stopped at its bound before reaching now: decide again at once.
+    unfinished: bool = False
+
+    def start(self, scheduled: datetime) -> None:
+        self.startable.append(scheduled)
+        if len(self.startable) > MAX_RUNS_PER_DECISION:
+            oldest = self.startable.popleft()
+            self.crowded = _counted(self.crowded, oldest, oldest)
+
+
+def _counted(
+    missed: _Missed | None, first: datetime, last: datetime, runs: int = 1, exact: bool = True
+) -> _Missed:
+    """`missed` with the times from `first` to `last` (newer than those it holds) added."""
+    if missed is None:
+        return _Missed(first, last, runs, exact)
+    missed.last = last
+    missed.count += runs
+    missed.exact = missed.exact and exact
+    return missed
+
+
+def _due_times(state: TaskState, now: datetime) -> _Due:
+    """Scheduled times due by `now`, sorted out in a bounded number of steps.
+
+    It walks the times one by one, WALK_STEPS at a time; when there are more, it
+    jumps ahead over those it would only count: first to where times stop
+    being too late to start, then to where the newest MAX_RUNS_PER_DECISION
+    begin (estimated from the spacing of the times walked). What it jumps over
+    is counted exactly where the schedule allows (`every`), else at least.
+    """
+    spec = state.spec
+    timeline = spec.timeline
+    deadline = spec.starting_deadline
+    # Every time scheduled at or before this is too late, whatever its jitter.
+    horizon = now - deadline - timedelta(seconds=spec.jitter_seconds + 1)
+    due = _Due()
+    position = state.last_schedule_time
+    walked, jumps = 0, 0
+    stretch: datetime | None = None
+    times = timeline.times(position)
     while (scheduled := next(times, None)) is not None:
-        due = due_at(state.task.key, state.spec, scheduled)
-        if due > now:
+        fell_due = due_at(state.task.key, spec, scheduled)
+        if fell_due > now:
             break
-        if now - due <= deadline:
-            startable.append(scheduled)
-        elif late is None:
-            late = _Missed(scheduled, scheduled)
+        if now - fell_due > deadline:
+            due.late = _counted(due.late, scheduled, scheduled)
         else:
-            late.add(scheduled)
-            if late.count % _MISSED_COUNT_LIMIT == 0:
-                # Too many to count (a seconds schedule after long downtime): jump
-                # to what may still be startable; the count becomes a floor.
-                horizon = now - deadline - timedelta(seconds=state.spec.jitter_seconds + 1)
-                if horizon > scheduled:
-                    late.exact = False
-                    times = state.spec.timeline.times(horizon)
-    return late, startable
+            due.start(scheduled)
+        stretch = stretch or scheduled
+        walked += 1
+        if walked % WALK_STEPS:
+            continue
+        if jumps == _MAX_JUMPS:
+            due.unfinished = True
+            break
+        if scheduled < horizon:
+            target = horizon
+        else:
+            spacing = (scheduled - stretch) / WALK_STEPS
+            target = now - 2 * MAX_RUNS_PER_DECISION * spacing
+        if target <= scheduled:
+            continue
+        jumps += 1
+        _jump(due, timeline, scheduled, target, late=scheduled < horizon)
+        times, stretch = timeline.times(target), None
+    return due
+
+
+def _jump(
+    due: _Due, timeline: Timeline, position: datetime, target: datetime, *, late: bool
+) -> None:
+    """Count the times in (position, target] without walking them: late ones, or
+    startable ones older than the newest (with those kept so far)."""
+    passed = timeline.count(position, target)
+    newest_passed = timeline.last_until(target)
+    if not late:
+        # What was kept so far is older than what follows the jump.
+        for kept in due.startable:
+            due.crowded = _counted(due.crowded, kept, kept)
+        due.startable.clear()
+    first_passed = timeline.next(position)
+    if newest_passed is None or first_passed is None or newest_passed <= position:
+        return
+    runs, exact = passed or 1, passed is not None
+    if late:
+        due.late = _counted(due.late, first_passed, newest_passed, runs, exact)
+    else:
+        due.crowded = _counted(due.crowded, first_passed, newest_passed, runs, exact)
 
 
 def _started_runs(state: TaskState) -> set[datetime]:
@@ -158,12 +238,16 @@ def decide(state: TaskState, now: datetime) -> Plan:
     retries, retry_at = _retries(state, now)
     plan.create += retries
 
-    late, startable = _due_times(replace(state, last_schedule_time=plan.last_schedule_time), now)
-    if late is not None:
+    due = _due_times(replace(state, last_schedule_time=plan.last_schedule_time), now)
+    if due.late is not None:
         why = f"more than startingDeadlineSeconds ({spec.starting_deadline_seconds}s) late"
-        plan.records.append(late.entry(why, "MissedStartingDeadline"))
-        plan.last_schedule_time = late.last
-
+        plan.records.append(due.late.entry(why, "MissedStartingDeadline"))
+        plan.last_schedule_time = due.late.last
+    if due.crowded is not None:
+        why = f"more than {MAX_RUNS_PER_DECISION} runs were due at once; the newest started"
+        plan.records.append(due.crowded.entry(why, "TooManyRunsDue"))
+        plan.last_schedule_time = due.crowded.last
+    startable = list(due.startable)
     downtime: list[datetime] = []
     regular: list[datetime] = []
     for scheduled in startable:
@@ -182,6 +266,8 @@ def decide(state: TaskState, now: datetime) -> Plan:
     plan.next_run_time = spec.timeline.next(plan.last_schedule_time)
     if plan.next_run_time is not None:
         plan.wake_at = due_at(state.task.key, state.spec, plan.next_run_time)
+    if due.unfinished:
+        plan.wake_at = now  # the rest of what is due, in the next decision
     if retry_at is not None and (plan.wake_at is None or retry_at < plan.wake_at):
         plan.next_run_time = plan.wake_at = retry_at
     return plan

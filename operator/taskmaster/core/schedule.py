@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from functools import cached_property, lru_cache
 from itertools import islice
 from zoneinfo import ZoneInfo
@@ -46,16 +47,29 @@ _NEVER_FIRES_HORIZON_YEARS = 30
 # month names with these letters keep the key too, which only costs sharing.
 _HASHED = re.compile("[HhRr]")
 
+# Unix seconds name and label every Job: no scheduled time before the epoch.
+# And none from 2100 on: every time plus any bounded offset (deadline, jitter,
+# back-off) stays a valid datetime, and the calendar maths has an end.
+MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(2100, 1, 1, tzinfo=UTC)
+# The longest `every`: a leap year.
+MAX_EVERY = timedelta(days=366)
+# The scheduled times one search walks one by one before it narrows or jumps:
+# a cron step costs up to 0.2 ms, so no walk of one decision costs much.
+WALK_STEPS = 64
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+# Each unit in nanoseconds: exact arithmetic, as Go's time.ParseDuration does.
 _DURATION_UNITS = {
-    "ns": timedelta(microseconds=0.001),
-    "us": timedelta(microseconds=1),
-    "µs": timedelta(microseconds=1),
-    "ms": timedelta(milliseconds=1),
-    "s": timedelta(seconds=1),
-    "m": timedelta(minutes=1),
-    "h": timedelta(hours=1),
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
 }
+_MAX_DURATION_NS = int(MAX_EVERY.total_seconds()) * 1_000_000_000
 
 
 class ScheduleError(ValueError):
@@ -63,13 +77,20 @@ class ScheduleError(ValueError):
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse a Go-style duration: `30s`, `5m`, `1h30m`, `1.5h`, `250ms`."""
-    if not text or _DURATION_PART.sub("", text) != "":
-        raise ScheduleError(f"{text!r} is not a duration like 30s, 5m or 1h30m")
-    total = timedelta()
-    for number, unit in _DURATION_PART.findall(text):
-        total += float(number) * _DURATION_UNITS[unit]
-    return total
+    """Parse a Go-style duration: `30s`, `5m`, `1h30m`, `1.5h`, `250ms`.
+
+    Durations longer than MAX_EVERY are refused: beyond it, the arithmetic of
+    times would leave the calendar.
+    """
+    if not text or len(text) > 64 or _DURATION_PART.sub("", text) != "":
+        raise ScheduleError(f"{text[:64]!r} is not a duration like 30s, 5m or 1h30m")
+    nanoseconds = sum(
+        (Fraction(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(text)),
+        Fraction(0),
+    )
+    if nanoseconds > _MAX_DURATION_NS:
+        raise ScheduleError(f"{text!r} is longer than the maximum of {MAX_EVERY.days * 24}h")
+    return timedelta(microseconds=int(nanoseconds // 1000))
 
 
 def format_duration(value: timedelta) -> str:
@@ -149,7 +170,8 @@ def _next_fire(cron: Cron, after: datetime) -> datetime | None:
     while True:
         try:
             wall = walls.get_next(datetime)
-        except CroniterBadDateError:
+        except (CroniterBadDateError, ValueError, OverflowError):
+            # No match within its horizon, or none before the end of the calendar.
             return None
         instant = to_instant(wall, cron.zone)
         # A wall time in the repeated hour, or one in a gap already fired, maps
@@ -165,8 +187,12 @@ class Every:
     interval: timedelta
     anchor: datetime
 
+    def index(self, after: datetime) -> int:
+        """The k of the first time strictly after `after`."""
+        return 0 if after < self.anchor else (after - self.anchor) // self.interval + 1
+
     def times(self, after: datetime) -> Iterator[datetime]:
-        k = 0 if after < self.anchor else (after - self.anchor) // self.interval + 1
+        k = self.index(after)
         while True:
             yield self.anchor + k * self.interval
             k += 1
@@ -201,8 +227,15 @@ def parse_cron(expression: str, zone: ZoneInfo, hash_key: str) -> Cron:
     cron = Cron(text, zone, hash_key if _HASHED.search(text) else "")
     try:
         first = next(cron.times(datetime(2000, 1, 1, tzinfo=UTC)), None)
-    except (CroniterBadCronError, ValueError, KeyError) as error:
+    except CroniterBadCronError as error:
         raise ScheduleError(f"{text!r} is not a valid cron expression: {error}") from None
+    except Exception as error:
+        # croniter answers some malformed fields with whatever its parsing
+        # code raises (ValueError, KeyError, IndexError, OverflowError...):
+        # each is an invalid expression, never the operator's failure.
+        raise ScheduleError(
+            f"{text!r} is not a valid cron expression: {type(error).__name__}: {error}"
+        ) from None
     if first is None:
         raise ScheduleError(f"{text!r} can never fire (no matching date)")
     return cron
@@ -227,7 +260,7 @@ class Timeline:
     def floor(self) -> datetime:
         """Scheduled times must be strictly after this instant."""
         if isinstance(self.schedule, RunAt):
-            return datetime.min.replace(tzinfo=UTC)
+            return MIN_TIME - timedelta.resolution
         if self.start_at is not None and self.start_at > self.created:
             return self.start_at - timedelta(microseconds=1)
         return self.created
@@ -236,7 +269,7 @@ class Timeline:
     def last(self) -> datetime | None:
         """The final scheduled time, or None when the schedule never ends."""
         if self.max_runs is not None:
-            final = next(islice(self._times(self.floor), self.max_runs - 1, None), None)
+            final = self._nth(self.max_runs)
             if final is not None and (self.end_at is None or final <= self.end_at):
                 return final
         if isinstance(self.schedule, RunAt):
@@ -245,11 +278,31 @@ class Timeline:
             return self.end_at
         return None
 
+    def _nth(self, n: int) -> datetime | None:
+        """The n-th time of the window (1 is the first): arithmetic for `every`, else a
+        walk of n steps (maxRuns is bounded, spec.MAX_RUNS)."""
+        schedule = self.schedule
+        if isinstance(schedule, Every):
+            final = schedule.anchor + (schedule.index(self.floor) + n - 1) * schedule.interval
+            return final if final < MAX_TIME else None
+        return next(islice(self._times(self.floor), n - 1, None), None)
+
     def _times(self, after: datetime) -> Iterator[datetime]:
         for time in self.schedule.times(max(after, self.floor)):
-            if self.end_at is not None and time > self.end_at:
+            if (self.end_at is not None and time > self.end_at) or time >= MAX_TIME:
                 return
             yield time
+
+    def count(self, after: datetime, until: datetime) -> int | None:
+        """How many scheduled times lie in (after, until], when that is known without
+        walking them (`every` and `runAt`); None for a cron expression."""
+        schedule = self.schedule
+        if isinstance(schedule, RunAt):
+            return 1 if after < schedule.at <= until else 0
+        if not isinstance(schedule, Every):
+            return None
+        ends = [t for t in (until, self.end_at, self.last, MAX_TIME - timedelta.resolution) if t]
+        return max(0, schedule.index(min(ends)) - schedule.index(max(after, self.floor)))
 
     def times(self, after: datetime | None = None) -> Iterator[datetime]:
         """Scheduled times strictly after `after` (default: from the start), in order."""
@@ -263,18 +316,41 @@ class Timeline:
         return next(self.times(after), None)
 
     def last_until(self, instant: datetime) -> datetime | None:
-        """The latest scheduled time at or before `instant`, found without a full scan."""
+        """The latest scheduled time at or before `instant`, in a bounded number of steps.
+
+        It looks at windows ending at `instant`: doubled while they hold no time,
+        halved (between the last empty one and this) while they hold more times
+        than it walks, until one holds a few: its newest is the answer.
+        """
+        empty, crowded = timedelta(), None
         window = timedelta(minutes=1)
         while True:
             start = self.floor if instant - self.floor <= window else instant - window
-            found = None
-            for time in self.times(start):
-                if time > instant:
-                    break
-                found = time
-            if found is not None or start == self.floor:
-                return found
-            window *= 2
+            newest, complete = self._newest(start, instant)
+            if complete and newest is not None:
+                return newest
+            if complete:
+                if start == self.floor:
+                    return None
+                empty = window
+                window = window * 2 if crowded is None else (empty + crowded) / 2
+            else:
+                crowded = window
+                window = (empty + crowded) / 2
+            if crowded is not None and crowded - empty < timedelta(seconds=1):
+                # Times are at least a second apart, so this cannot be: a bound, not a case.
+                return None
+
+    def _newest(self, after: datetime, until: datetime) -> tuple[datetime | None, bool]:
+        """The newest time in (after, until], and whether it was found within WALK_STEPS."""
+        newest = None
+        for walked, time in enumerate(self.times(after)):
+            if time > until:
+                return newest, True
+            if walked == WALK_STEPS:
+                return newest, False
+            newest = time
+        return newest, True
 
     def between(self, after: datetime | None, until: datetime) -> list[datetime]:
         """Scheduled times in (after, until], oldest first."""

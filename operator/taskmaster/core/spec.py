@@ -8,6 +8,8 @@ of failing. Every error names the field it is about.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,6 +18,8 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from taskmaster.core.schedule import (
+    MAX_TIME,
+    MIN_TIME,
     Every,
     RunAt,
     Schedule,
@@ -31,6 +35,31 @@ DEFAULT_FAILED_JOBS_HISTORY_LIMIT = 1
 DEFAULT_HISTORY_LIMIT = 10
 # Kubernetes' own bound for object names; longer task names are refused.
 MAX_NAME_LENGTH = 253
+
+# The bounds of the contract (docs/reference.md), the CRD's schema says the same.
+# They are what users need, and they keep every computation the operator makes
+# for a task small: no field can make a decision loop, overflow or wait.
+#
+# Times are within schedule.MIN_TIME and MAX_TIME, `every` within schedule.MAX_EVERY.
+# A longer count is a window: endAt says it without walking the schedule.
+MAX_RUNS = 1000
+MAX_STARTING_DEADLINE_SECONDS = 86_400
+MAX_JITTER_SECONDS = 86_400
+MAX_TIMEOUT_SECONDS = 30 * 86_400
+MAX_RETRY_LIMIT = 100
+MAX_BACKOFF_SECONDS = 86_400
+MAX_BACKOFF_FACTOR = 10
+MAX_HISTORY_LIMIT = 100
+MAX_HTTP_TIMEOUT_SECONDS = 3600
+MAX_TIME_ZONE_LENGTH = 64
+MAX_SCHEDULE_LENGTH = 200
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# The longest IANA name is 32 characters; a name is letters, digits and _+-, in parts.
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
+# successCodes: codes and ranges of codes, comma-separated.
+_SUCCESS_CODE = r"[1-5][0-9][0-9](-[1-5][0-9][0-9])?"
+_SUCCESS_CODES = re.compile(f"{_SUCCESS_CODE}(,{_SUCCESS_CODE})*")
+MAX_SUCCESS_CODES_LENGTH = 256
 
 SCHEDULE_KINDS = ("schedule", "runAt", "every")
 WORKLOAD_KINDS = ("jobTemplate", "task")
@@ -139,6 +168,17 @@ class TaskSpec:
         return timedelta(seconds=self.starting_deadline_seconds)
 
 
+def _shown(value: str, limit: int = 80) -> str:
+    """A user's string for a message: quoted, and cut if long (messages go into the status)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
+def _rfc3339(instant: datetime) -> str:
+    return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 class _Reader:
     """Reads typed fields from the raw spec, collecting errors instead of raising."""
 
@@ -148,7 +188,9 @@ class _Reader:
         self.errors: list[FieldError] = []
 
     def error(self, name: str, message: str) -> None:
-        self.errors.append(FieldError(f"{self.path}.{name}" if name else self.path, message))
+        error = FieldError(f"{self.path}.{name}" if name else self.path, message)
+        if error not in self.errors:  # a field read twice is reported once
+            self.errors.append(error)
 
     def child(self, name: str) -> _Reader:
         value = self.raw.get(name)
@@ -181,6 +223,9 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int):
             self.error(name, "must be an integer")
             return default
+        if value.bit_length() > 64:
+            self.error(name, "must be a 64-bit integer")
+            return default
         if value < minimum:
             self.error(name, f"must be at least {minimum}, got {value}")
             return default
@@ -189,13 +234,21 @@ class _Reader:
             return default
         return value
 
-    def number(self, name: str, default: float, minimum: float) -> float:
+    def number(self, name: str, default: float, minimum: float, maximum: float) -> float:
         value = self.raw.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.error(name, "must be a number")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (isinstance(value, int) and value.bit_length() > 64)
+            or not math.isfinite(value)
+        ):
+            self.error(name, "must be a finite number")
             return default
         if value < minimum:
-            self.error(name, f"must be at least {minimum:g}, got {value:g}")
+            self.error(name, f"must be at least {minimum:g}, got {value:.6g}")
+            return default
+        if value > maximum:
+            self.error(name, f"must be at most {maximum:g}, got {value:.6g}")
             return default
         return float(value)
 
@@ -204,15 +257,28 @@ class _Reader:
         if value is None:
             return None
         try:
-            parsed = datetime.fromisoformat(value)
+            # RFC 3339 allows lower-case separators; Python's parser wants them upper-case.
+            parsed = datetime.fromisoformat(value.upper()) if len(value) <= 64 else None
         except ValueError:
             parsed = None
         if parsed is None or parsed.tzinfo is None:
             self.error(
-                name, f"{value!r} is not an RFC 3339 time with an offset (2026-05-01T12:00:00Z)"
+                name,
+                f"{_shown(value)} is not an RFC 3339 time with an offset (2026-05-01T12:00:00Z)",
             )
             return None
-        return parsed.astimezone(UTC)
+        try:
+            instant = parsed.astimezone(UTC)
+        except OverflowError:  # its offset takes it past year 9999 or before year 1
+            instant = MAX_TIME if parsed.year > MIN_TIME.year else MIN_TIME - timedelta(1)
+        if not MIN_TIME <= instant < MAX_TIME:
+            self.error(
+                name,
+                f"{_shown(value)} is out of range: from {_rfc3339(MIN_TIME)}"
+                f" up to (not including) {_rfc3339(MAX_TIME)}",
+            )
+            return None
+        return instant
 
     def choice(self, name: str, enum: type[_Enum], default: _Enum) -> _Enum:
         value = self.string(name, default.value)
@@ -220,7 +286,7 @@ class _Reader:
             return enum(value or "")
         except ValueError:
             allowed = ", ".join(member.value for member in enum)
-            self.error(name, f"must be one of {allowed}, got {value!r}")
+            self.error(name, f"must be one of {allowed}, got {_shown(str(value))}")
             return default
 
     def strings(self, name: str) -> tuple[str, ...]:
@@ -233,11 +299,13 @@ class _Reader:
 
 def _zone(spec: _Reader) -> ZoneInfo:
     name = spec.string("timeZone", "UTC") or "UTC"
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        spec.error("timeZone", f"{name!r} is not an IANA time zone (like Europe/Paris)")
-        return ZoneInfo("UTC")
+    if len(name) <= MAX_TIME_ZONE_LENGTH and _ZONE_NAME.fullmatch(name):
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+    spec.error("timeZone", f"{_shown(name)} is not an IANA time zone (like Europe/Paris)")
+    return ZoneInfo("UTC")
 
 
 def _exactly_one(spec: _Reader, kinds: tuple[str, ...]) -> str | None:
@@ -255,8 +323,12 @@ def _exactly_one(spec: _Reader, kinds: tuple[str, ...]) -> str | None:
 def _schedule(spec: _Reader, zone: ZoneInfo, hash_key: str, created: datetime) -> Schedule | None:
     kind = _exactly_one(spec, SCHEDULE_KINDS)
     if kind == "schedule":
+        expression = spec.string("schedule") or ""
+        if len(expression) > MAX_SCHEDULE_LENGTH:
+            spec.error("schedule", f"must be at most {MAX_SCHEDULE_LENGTH} characters")
+            return None
         try:
-            return parse_cron(spec.string("schedule") or "", zone, hash_key)
+            return parse_cron(expression, zone, hash_key)
         except ScheduleError as error:
             spec.error("schedule", str(error))
     elif kind == "runAt":
@@ -328,14 +400,33 @@ def _http(http: _Reader) -> HttpTask | None:
     if not isinstance(headers, Mapping):
         http.error("headers", "must be an object of header names to values")
         headers = {}
+    # The schema's enum is upper-case; an object that got past it is read leniently.
+    method = (http.string("method", "GET") or "").upper()
+    if method not in HTTP_METHODS:
+        http.error("method", f"must be one of {', '.join(HTTP_METHODS)}, got {_shown(method)}")
     return HttpTask(
         url=url,
-        method=(http.string("method", "GET") or "GET").upper(),
+        method=method if method in HTTP_METHODS else "GET",
         headers=headers,
         body=http.string("body"),
-        timeout_seconds=http.integer("timeoutSeconds", None, minimum=1),
-        success_codes=http.string("successCodes", "200-299") or "200-299",
+        timeout_seconds=http.integer(
+            "timeoutSeconds", None, minimum=1, maximum=MAX_HTTP_TIMEOUT_SECONDS
+        ),
+        success_codes=_success_codes(http),
     )
+
+
+def _success_codes(http: _Reader) -> str:
+    codes = http.string("successCodes", "200-299") or ""
+    if len(codes) <= MAX_SUCCESS_CODES_LENGTH and _SUCCESS_CODES.fullmatch(codes):
+        ranges = [part.split("-") for part in codes.split(",")]
+        if all(int(r[0]) <= int(r[-1]) for r in ranges):
+            return codes
+    http.error(
+        "successCodes",
+        f"{_shown(codes)} is not a list of HTTP status codes and ranges like 200-299,304",
+    )
+    return "200-299"
 
 
 def parse_spec(raw: Mapping[str, Any], *, namespace: str, name: str, created: datetime) -> TaskSpec:
@@ -349,7 +440,7 @@ def parse_spec(raw: Mapping[str, Any], *, namespace: str, name: str, created: da
     schedule = _schedule(spec, zone, f"{namespace}/{name}", created)
     start_at = spec.time("startAt")
     end_at = spec.time("endAt")
-    max_runs = spec.integer("maxRuns", None, minimum=1)
+    max_runs = spec.integer("maxRuns", None, minimum=1, maximum=MAX_RUNS)
     if isinstance(schedule, RunAt):
         for window_field in ("startAt", "endAt", "maxRuns"):
             if spec.raw.get(window_field) is not None:
@@ -368,36 +459,47 @@ def parse_spec(raw: Mapping[str, Any], *, namespace: str, name: str, created: da
             max_runs=max_runs,
         ),
         time_zone=str(zone.key),
-        jitter_seconds=spec.integer("jitterSeconds", 0) or 0,
+        jitter_seconds=spec.integer("jitterSeconds", 0, maximum=MAX_JITTER_SECONDS) or 0,
         suspend=spec.boolean("suspend", False),
         concurrency_policy=spec.choice(
             "concurrencyPolicy", ConcurrencyPolicy, ConcurrencyPolicy.ALLOW
         ),
         starting_deadline_seconds=spec.integer(
-            "startingDeadlineSeconds", DEFAULT_STARTING_DEADLINE_SECONDS
+            "startingDeadlineSeconds",
+            DEFAULT_STARTING_DEADLINE_SECONDS,
+            maximum=MAX_STARTING_DEADLINE_SECONDS,
         )
         or 0,
         missed_run_policy=spec.choice(
             "missedRunPolicy", MissedRunPolicy, MissedRunPolicy.RUN_LATEST
         ),
-        timeout_seconds=spec.integer("timeoutSeconds", None, minimum=1),
+        timeout_seconds=spec.integer(
+            "timeoutSeconds", None, minimum=1, maximum=MAX_TIMEOUT_SECONDS
+        ),
         retry=Retry(
-            limit=retry.integer("limit", 0) or 0,
+            limit=retry.integer("limit", 0, maximum=MAX_RETRY_LIMIT) or 0,
             backoff=Backoff(
-                initial_seconds=backoff.number("initialSeconds", 10.0, minimum=0),
-                factor=backoff.number("factor", 2.0, minimum=1),
-                max_seconds=backoff.number("maxSeconds", 3600.0, minimum=0),
+                initial_seconds=backoff.number(
+                    "initialSeconds", 10.0, minimum=0, maximum=MAX_BACKOFF_SECONDS
+                ),
+                factor=backoff.number("factor", 2.0, minimum=1, maximum=MAX_BACKOFF_FACTOR),
+                max_seconds=backoff.number(
+                    "maxSeconds", 3600.0, minimum=0, maximum=MAX_BACKOFF_SECONDS
+                ),
             ),
         ),
         successful_jobs_history_limit=spec.integer(
-            "successfulJobsHistoryLimit", DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT
+            "successfulJobsHistoryLimit",
+            DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT,
+            maximum=MAX_HISTORY_LIMIT,
         )
         or 0,
         failed_jobs_history_limit=spec.integer(
-            "failedJobsHistoryLimit", DEFAULT_FAILED_JOBS_HISTORY_LIMIT
+            "failedJobsHistoryLimit", DEFAULT_FAILED_JOBS_HISTORY_LIMIT, maximum=MAX_HISTORY_LIMIT
         )
         or 0,
-        history_limit=spec.integer("historyLimit", DEFAULT_HISTORY_LIMIT, maximum=100) or 0,
+        history_limit=spec.integer("historyLimit", DEFAULT_HISTORY_LIMIT, maximum=MAX_HISTORY_LIMIT)
+        or 0,
         workload=workload,
     )
     if spec.errors:

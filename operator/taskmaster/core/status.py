@@ -301,6 +301,8 @@ class Observation:
     last_schedule_time: datetime | None = None
     next_run_time: datetime | None = None
     run_now_token: str | None = None
+    # Why no decision could be taken this time (it ran past its time box).
+    overrun: str | None = None
 
 
 @dataclass(frozen=True)
@@ -437,7 +439,9 @@ def _wanted_conditions(
         ", ".join(job.name for job in active),
     )
     last = _last_outcome(history)
-    if last is not None and last.result.failed:
+    if observed.overrun is not None:
+        degraded = Condition("Degraded", True, "DecisionOverrun", observed.overrun)
+    elif last is not None and last.result.failed:
         degraded = Condition(
             "Degraded", True, f"Run{last.result.value}", last.message or last.reason
         )

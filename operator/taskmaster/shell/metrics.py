@@ -108,6 +108,12 @@ class Metrics:
             ["operation"],
             registry=self.registry,
         )
+        self.overruns = Counter(
+            "taskmaster_overruns_total",
+            "A task's parse or decision abandoned for running past its time box, by operation.",
+            ["operation"],
+            registry=self.registry,
+        )
         self.admission_reviews = Counter(
             "taskmaster_admission_reviews_total",
             "ScheduledTask writes reviewed by the webhook, by verdict: allowed, denied, or "

@@ -35,7 +35,7 @@ from taskmaster.core.admission import parse_task
 from taskmaster.core.decide import Plan, TaskState, decide, due_at
 from taskmaster.core.names import ANNOTATION_RUN_NOW, KIND, Run, TaskRef, job_name
 from taskmaster.core.render import render_job, rfc3339
-from taskmaster.core.spec import InvalidSpec, TaskSpec
+from taskmaster.core.spec import FieldError, InvalidSpec, TaskSpec
 from taskmaster.core.status import (
     HistoryEntry,
     JobView,
@@ -50,6 +50,7 @@ from taskmaster.core.status import (
 )
 from taskmaster.shell.kube import ApiError, Kube
 from taskmaster.shell.metrics import Metrics
+from taskmaster.shell.timebox import Overrun, time_box
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,11 @@ _CONCURRENCY = 64
 _RECORD_DELAY = 1.0
 # Back-off after an API error on one task (seconds): doubles up to the cap.
 _ERROR_BACKOFF = (1.0, 60.0)
+# The longest one task's parse or decision may hold the event loop (seconds).
+# The core bounds its own work far below this (milliseconds, `make bench`
+# reports the slowest seen); past it the work is abandoned and reported, and
+# every other task keeps its schedule.
+TIME_BOX_SECONDS = 2.0
 
 _EVENT_OF_RESULT = {
     Result.SUCCEEDED: ("Normal", "RunSucceeded"),
@@ -122,6 +128,8 @@ class Task:
     # The generation `spec`/`invalid` were parsed from.
     parsed: int | None = None
     failures: int = 0
+    # After a decision overran its time box: (generation, until when) no decision is tried.
+    held: tuple[int | None, float] | None = None
     unwritten: Unwritten | None = None
 
     @classmethod
@@ -180,15 +188,23 @@ class Task:
             return time.time()
         return next_run.timestamp()
 
-    def parse(self) -> None:
+    def parse(self) -> bool:
+        """Parse the spec once per generation; True if that ran past its time box
+        (the task is then Invalid until its spec changes)."""
         if self.parsed == self.generation and self.parsed is not None:
-            return
+            return False
+        self.parsed = self.generation
         try:
-            self.spec = parse_task(self.body, now=datetime.now(UTC))
+            with time_box(TIME_BOX_SECONDS):
+                self.spec = parse_task(self.body, now=datetime.now(UTC))
             self.invalid = None
         except InvalidSpec as invalid:
             self.spec, self.invalid = None, invalid
-        self.parsed = self.generation
+        except Overrun:
+            why = f"reading it took longer than {TIME_BOX_SECONDS:g}s; set aside until it changes"
+            self.spec, self.invalid = None, InvalidSpec([FieldError("spec", why)])
+            return True
+        return False
 
 
 @dataclass(order=True)
@@ -463,12 +479,17 @@ class Scheduler:
         task = self.tasks.get(key)
         if task is None:
             return
-        task.failures += 1
         self.metrics.reconcile_errors.labels("reconcile").inc()
-        first, cap = _ERROR_BACKOFF
-        delay = min(first * 2 ** (task.failures - 1), cap)
+        delay = self._back_off(task)
         logger.warning("reconciling %s failed (%s); retrying in %.0fs", key, error, delay)
-        self._wake(key, datetime.now(UTC) + timedelta(seconds=delay))
+
+    def _back_off(self, task: Task) -> float:
+        """Decide for the task again after a delay that doubles with each failure in a row."""
+        task.failures += 1
+        first, cap = _ERROR_BACKOFF
+        delay: float = min(first * 2.0 ** (task.failures - 1), cap)
+        self._wake(task.ref.key, datetime.now(UTC) + timedelta(seconds=delay))
+        return delay
 
     # -- one task -----------------------------------------------------------------
 
@@ -476,7 +497,14 @@ class Scheduler:
         task = self.tasks.get(key)
         if task is None:
             return
-        task.parse()
+        if task.held is not None:
+            generation, until = task.held
+            if generation == task.generation and time.time() < until:
+                return  # its back-off wakes it
+            task.held = None
+        if task.parse():
+            self.metrics.overruns.labels("parse").inc()
+            logger.warning("%s: parsing the spec ran past its time box; set aside", key)
         now = datetime.now(UTC)
         jobs = self.jobs.setdefault(key, {})
         if task.spec is None:
@@ -486,23 +514,29 @@ class Scheduler:
             self._decide_status(task, invalid)
             return
         status = task.status
-        plan = decide(
-            TaskState(
-                task=task.ref,
-                spec=task.spec,
-                jobs=list(jobs.values()),
-                last_schedule_time=parse_time(status.get("lastScheduleTime")),
-                since=self.since,
-                run_now_token=task.run_now_token,
-                handled_run_now_token=status.get("runNowToken"),
-                history=read_history(status),
-                was_suspended=any(
-                    c.get("type") == "Suspended" and c.get("status") == "True"
-                    for c in status.get("conditions") or ()
-                ),
-            ),
-            now,
-        )
+        cursor = parse_time(status.get("lastScheduleTime"))
+        try:
+            with time_box(TIME_BOX_SECONDS):
+                plan = decide(
+                    TaskState(
+                        task=task.ref,
+                        spec=task.spec,
+                        jobs=list(jobs.values()),
+                        last_schedule_time=cursor,
+                        since=self.since,
+                        run_now_token=task.run_now_token,
+                        handled_run_now_token=status.get("runNowToken"),
+                        history=read_history(status),
+                        was_suspended=any(
+                            c.get("type") == "Suspended" and c.get("status") == "True"
+                            for c in status.get("conditions") or ()
+                        ),
+                    ),
+                    now,
+                )
+        except Overrun:
+            self._overran(task, jobs, now, cursor, status)
+            return
         records = list(plan.records)
         for job in plan.delete:
             self._fence(f"deleting Job {job.name}")
@@ -530,6 +564,41 @@ class Scheduler:
         task.failures = 0
         self._observe(task, plan, jobs.values())
         self._wake(key, plan.wake_at)
+
+    def _overran(
+        self,
+        task: Task,
+        jobs: dict[str, JobView],
+        now: datetime,
+        cursor: datetime | None,
+        status: Mapping[str, Any],
+    ) -> None:
+        """A decision ran past its time box: report the task Degraded, decide again later.
+
+        Nothing was decided, so the cursor, the next run and the handled run-now
+        token stay as they were; the retry backs off like an API error, so a
+        task that keeps overrunning costs the loop a little, never its schedule.
+        """
+        self.metrics.overruns.labels("decide").inc()
+        why = f"deciding what to run took longer than {TIME_BOX_SECONDS:g}s and was abandoned"
+        logger.warning("%s: %s", task.ref.key, why)
+        self._decide_status(
+            task,
+            Observation(
+                spec=task.spec,
+                jobs=list(jobs.values()),
+                now=now,
+                generation=task.generation,
+                last_schedule_time=cursor,
+                next_run_time=parse_time(status.get("nextRunTime")),
+                run_now_token=status.get("runNowToken"),
+                overrun=why,
+            ),
+        )
+        self._report(task, "Warning", "DecisionOverrun", why, "Decide")
+        # Until the back-off is over, events about the task (its own writes,
+        # a user's edits of its metadata) do not make it decide again.
+        task.held = (task.generation, time.time() + self._back_off(task))
 
     async def _start(
         self, task: Task, spec: TaskSpec, run: Run, jobs: dict[str, JobView]

@@ -1,0 +1,56 @@
+"""A time box for the synchronous work done for one task on the event loop.
+
+The core bounds its own work (no field can make a decision loop), but the
+event loop is shared by every task: should one task's parse or decision ever
+run long anyway, every schedule would wait behind it, and SIGTERM with them.
+The box interrupts such work: a real-time interval timer raises `Overrun`
+inside the block once its budget is spent, and the caller reports the task
+instead of acting on it.
+
+Only the main thread receives signals, and only pure code runs in a box (no
+`await`: the timer must not fire into another task's coroutine). Outside the
+main thread, the block simply runs unboxed.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+
+class Overrun(Exception):
+    """The boxed work ran past its budget and was abandoned."""
+
+
+class _Box:
+    armed = False
+    # Installed once, on first use: SIGALRM is the box's alone in this process.
+    installed = False
+
+
+def _expired(signum: int, frame: FrameType | None) -> None:
+    # A late signal (the block just ended) finds the box disarmed: nothing to stop.
+    if _Box.armed:
+        _Box.armed = False
+        raise Overrun
+
+
+@contextmanager
+def time_box(seconds: float) -> Iterator[None]:
+    """Run the block; raise Overrun in it once it has taken `seconds` of wall time."""
+    if threading.current_thread() is not threading.main_thread() or _Box.armed:
+        yield  # signals reach the main thread only; a box inside a box is the outer's
+        return
+    if not _Box.installed:
+        signal.signal(signal.SIGALRM, _expired)
+        _Box.installed = True
+    _Box.armed = True
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        _Box.armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
