@@ -288,7 +288,7 @@ class Timeline:
         return next(islice(self._times(self.floor), n - 1, None), None)
 
     def _times(self, after: datetime) -> Iterator[datetime]:
-        for time in self.schedule.times(max(after, self.floor)):
+        for time in self.schedule.times(max(after, self.floor, MIN_TIME - timedelta.resolution)):
             if (self.end_at is not None and time > self.end_at) or time >= MAX_TIME:
                 return
             yield time
