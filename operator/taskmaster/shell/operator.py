@@ -23,6 +23,7 @@ from kubernetes.aio import client
 from prometheus_client import exposition
 
 from taskmaster.core.names import GROUP, LABEL_TASK, PLURAL, VERSION
+from taskmaster.shell.health import Health
 from taskmaster.shell.kube import Kube, collection_paths, load_configuration
 from taskmaster.shell.leader import LeaderElector, LeaseConfig
 from taskmaster.shell.metrics import Metrics
@@ -33,9 +34,10 @@ from taskmaster.shell.webhook import register as register_webhook
 
 logger = logging.getLogger("taskmaster")
 
-# The scheduler loop reports in at least every few seconds; this long without
-# a report means it is stuck and the liveness probe should fail.
-_LOOP_STALL_SECONDS = 30.0
+# The event loop beats twice a second and the scheduler loop turns at least
+# every few seconds; this long without either means the process is wedged and
+# the liveness probe fails. Far above the time box of one task's work.
+_LOOP_STALL_SECONDS = 10.0
 # On a graceful stop, how long the leader may go on writing the statuses it
 # decided before it hands over (the pod's grace period is 30 s).
 _FLUSH_SECONDS = 5.0
@@ -212,14 +214,6 @@ class Operator:
             elector = self.elector
             self.scheduler.may_act = lambda: elector.leading
 
-    async def healthz(self, _: web.Request) -> web.Response:
-        stalled = self.scheduler.stalled(_LOOP_STALL_SECONDS)
-        return web.Response(status=500 if stalled else 200, text="stalled" if stalled else "ok")
-
-    async def readyz(self, _: web.Request) -> web.Response:
-        ready = self.ready.is_set()
-        return web.Response(status=200 if ready else 503, text="ok" if ready else "starting")
-
     async def metrics_page(self, request: web.Request) -> web.Response:
         encoder, content_type = exposition.choose_encoder(request.headers.get("Accept", ""))
         body = encoder(self.metrics.registry)
@@ -284,12 +278,15 @@ class Operator:
     async def run(self) -> None:
         options = self.options
         self.handle_signals()
+        health = Health(
+            options.bind_address,
+            options.health_port,
+            limit=_LOOP_STALL_SECONDS,
+            ready=self.ready.is_set,
+            stalled=self.scheduler.stalled,
+        )
+        health.start()
         runners = [
-            await serve_http(
-                options.bind_address,
-                options.health_port,
-                {"/healthz": self.healthz, "/readyz": self.readyz},
-            ),
             await serve_http(
                 options.bind_address, options.metrics_port, {"/metrics": self.metrics_page}
             ),
@@ -300,6 +297,7 @@ class Operator:
             *(asyncio.create_task(watch.run(), name=watch.path) for watch in self.watches),
             asyncio.create_task(self.scheduler.run(), name="scheduler"),
             asyncio.create_task(self.act(), name="act"),
+            asyncio.create_task(health.beat_forever(), name="beat"),
         ]
         if self.webhook is not None:
             background += [
@@ -315,6 +313,7 @@ class Operator:
                 task.result()  # a component that ended on its own ends the process
         finally:
             await self.shutdown([stopper, *background], runners)
+            health.close()
 
     async def shutdown(self, tasks: list[asyncio.Task[Any]], runners: list[web.AppRunner]) -> None:
         # Write what was decided, stop acting, then hand the Lease over so a

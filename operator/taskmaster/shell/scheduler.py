@@ -61,7 +61,7 @@ _CONCURRENCY = 64
 _RECORD_DELAY = 1.0
 # Back-off after an API error on one task (seconds): doubles up to the cap.
 _ERROR_BACKOFF = (1.0, 60.0)
-# The longest one task's parse or decision may hold the event loop (seconds).
+# The CPU seconds one task's parse or decision may hold the event loop for.
 # The core bounds its own work far below this (milliseconds, `make bench`
 # reports the slowest seen); past it the work is abandoned and reported, and
 # every other task keeps its schedule.

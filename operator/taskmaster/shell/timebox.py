@@ -3,9 +3,10 @@
 The core bounds its own work (no field can make a decision loop), but the
 event loop is shared by every task: should one task's parse or decision ever
 run long anyway, every schedule would wait behind it, and SIGTERM with them.
-The box interrupts such work: a real-time interval timer raises `Overrun`
-inside the block once its budget is spent, and the caller reports the task
-instead of acting on it.
+The box interrupts such work: a virtual interval timer (the process' CPU
+time: what pure work spends, and no other user of SIGALRM's real-time timer
+is disturbed) raises `Overrun` inside the block once its budget is spent, and
+the caller reports the task instead of acting on it.
 
 Only the main thread receives signals, and only pure code runs in a box (no
 `await`: the timer must not fire into another task's coroutine). Outside the
@@ -27,8 +28,6 @@ class Overrun(Exception):
 
 class _Box:
     armed = False
-    # Installed once, on first use: SIGALRM is the box's alone in this process.
-    installed = False
 
 
 def _expired(signum: int, frame: FrameType | None) -> None:
@@ -40,17 +39,16 @@ def _expired(signum: int, frame: FrameType | None) -> None:
 
 @contextmanager
 def time_box(seconds: float) -> Iterator[None]:
-    """Run the block; raise Overrun in it once it has taken `seconds` of wall time."""
+    """Run the block; raise Overrun in it once it has taken `seconds` of CPU time."""
     if threading.current_thread() is not threading.main_thread() or _Box.armed:
         yield  # signals reach the main thread only; a box inside a box is the outer's
         return
-    if not _Box.installed:
-        signal.signal(signal.SIGALRM, _expired)
-        _Box.installed = True
+    if signal.getsignal(signal.SIGVTALRM) is not _expired:
+        signal.signal(signal.SIGVTALRM, _expired)
     _Box.armed = True
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
     try:
         yield
     finally:
         _Box.armed = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)

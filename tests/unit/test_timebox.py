@@ -1,0 +1,168 @@
+"""The time box around one task's work, what the scheduler does when it overruns,
+and the liveness endpoint that answers while the event loop is blocked."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import pytest
+
+from taskmaster.core.render import rfc3339
+from taskmaster.shell import scheduler as scheduler_module
+from taskmaster.shell.health import Health
+from taskmaster.shell.metrics import Metrics
+from taskmaster.shell.scheduler import Scheduler
+from taskmaster.shell.timebox import Overrun, time_box
+from tests.support.operator import free_port
+from tests.support.wait import until
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def test_work_past_its_budget_is_abandoned() -> None:
+    started = time.monotonic()
+    with pytest.raises(Overrun), time_box(0.2):
+        _spin()
+    assert time.monotonic() - started < 5
+
+
+def test_work_within_its_budget_is_left_alone() -> None:
+    with time_box(0.2):
+        result = sum(range(1000))
+    assert result == 499500
+    # No late alarm reaches code outside the box.
+    deadline = time.monotonic() + 0.4
+    while time.monotonic() < deadline:
+        pass
+
+
+class _Kube:
+    def __init__(self) -> None:
+        self.status: dict[str, Any] = {}
+        self.events: list[tuple[str, str]] = []
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Any:
+        self.status = status
+        return {}
+
+    async def post_event(self, _: Any, type_: str, reason: str, *__: Any) -> None:
+        self.events.append((type_, reason))
+
+
+def _task(spec: dict[str, Any]) -> dict[str, Any]:
+    created = datetime.now(UTC) - timedelta(minutes=1)
+    return {
+        "metadata": {
+            "namespace": "ns",
+            "name": "t",
+            "uid": "uid",
+            "generation": 1,
+            "resourceVersion": "1",
+            "creationTimestamp": rfc3339(created),
+        },
+        "spec": {**spec, "task": {"container": {"image": "busybox"}}},
+    }
+
+
+def _overruns(metrics: Metrics, operation: str) -> float:
+    value = metrics.registry.get_sample_value("taskmaster_overruns_total", {"operation": operation})
+    return value or 0.0
+
+
+def test_a_decision_past_its_time_box_marks_the_task_degraded_and_backs_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kube = _Kube()
+    scheduler = Scheduler(cast(Any, kube), Metrics())
+    monkeypatch.setattr(scheduler_module, "TIME_BOX_SECONDS", 0.2)
+    decisions = []
+
+    def endless(*_: Any) -> Any:
+        decisions.append(1)
+        _spin()
+
+    monkeypatch.setattr(scheduler_module, "decide", endless)
+    scheduler.task_event("ADDED", _task({"every": "10s"}))
+
+    asyncio.run(scheduler.reconcile("ns/t"))
+    asyncio.run(scheduler.record("ns/t"))
+
+    degraded = next(c for c in kube.status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "DecisionOverrun")
+    assert "took longer than 0.2s" in degraded["message"]
+    assert ("Warning", "DecisionOverrun") in kube.events
+    assert _overruns(scheduler.metrics, "decide") == 1
+    # An event about the task during its back-off does not make it decide again.
+    asyncio.run(scheduler.reconcile("ns/t"))
+    assert len(decisions) == 1
+    assert "ns/t" in scheduler._wake_at
+
+
+def test_a_parse_past_its_time_box_makes_the_task_invalid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kube = _Kube()
+    scheduler = Scheduler(cast(Any, kube), Metrics())
+    monkeypatch.setattr(scheduler_module, "TIME_BOX_SECONDS", 0.2)
+    monkeypatch.setattr(scheduler_module, "parse_task", lambda *_, **__: _spin())
+    scheduler.task_event("ADDED", _task({"every": "10s"}))
+
+    asyncio.run(scheduler.reconcile("ns/t"))
+    asyncio.run(scheduler.record("ns/t"))
+
+    assert kube.status["phase"] == "Invalid"
+    ready = next(c for c in kube.status["conditions"] if c["type"] == "Ready")
+    assert ready["message"].startswith("spec: reading it took longer than 0.2s")
+    assert ("Warning", "InvalidSpec") in kube.events
+    assert _overruns(scheduler.metrics, "parse") == 1
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our http:// URL
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_healthz_fails_while_the_event_loop_is_blocked() -> None:
+    port = free_port()
+    health = Health("127.0.0.1", port, limit=0.5, ready=lambda: True, stalled=lambda _: False)
+    health.start()
+    answers: list[tuple[int, str]] = []
+    blocked = threading.Event()
+
+    async def main() -> None:
+        beat = asyncio.create_task(health.beat_forever())
+        await asyncio.sleep(0.1)
+        assert _get(f"http://127.0.0.1:{port}/healthz") == (200, "ok")
+        # Block the loop until the probe, from its own thread, has seen it fail.
+        blocked.set()
+        until(lambda: answers and answers[-1][0] == 500, timeout=10, message="healthz fails")
+        beat.cancel()
+
+    def failing() -> bool:
+        answers.append(_get(f"http://127.0.0.1:{port}/healthz"))
+        return answers[-1][0] == 500
+
+    def probe() -> None:
+        blocked.wait()
+        until(failing, timeout=10, message="healthz fails")
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        asyncio.run(main())
+    finally:
+        prober.join()
+        health.close()
+    assert answers[-1][1].startswith("event loop blocked for")
