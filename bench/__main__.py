@@ -23,6 +23,7 @@ from tests.support.operator import OperatorProcess
 from bench import report
 from bench.api import Api, JobWatch
 from bench.cluster import CRONJOB_WORKERS, DEFAULT_QPS, ROOT, STATE, Cluster, machine
+from bench.hostile import slowest_reconcile
 from bench.workloads import (
     NAMESPACE,
     Bench,
@@ -53,6 +54,8 @@ class Profile:
     cold_seconds: float
     ramp_schedules: tuple[str, ...]
     ramp_seconds: float
+    # Generated hostile specs timed through the pure pipeline.
+    hostile_specs: int = 20_000
 
 
 FULL = Profile(
@@ -85,6 +88,7 @@ QUICK = Profile(
     cold_seconds=10,
     ramp_schedules=("H/10 * * * * *",),
     ramp_seconds=10,
+    hostile_specs=2_000,
 )
 
 
@@ -114,6 +118,7 @@ async def run(profile: Profile, cluster: Cluster) -> tuple[dict[str, Any], dict[
         await watch.start()
         bench = Bench(api, cluster, watch, operator)
         result: dict[str, Any] = {"ceiling": await ceiling(bench, profile.ceiling_jobs)}
+        result["hostile"] = await asyncio.to_thread(slowest_reconcile, profile.hostile_specs)
 
         bursts, lags = [], {}
         for n in profile.burst_sizes:

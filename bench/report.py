@@ -46,6 +46,7 @@ def targets(result: Mapping[str, Any]) -> list[Target]:
     burst_n = max((n for n in sizes if n <= 1000), default=1000)
     ours, default, equal = (_find(result, s, burst_n) or {} for s in SCHEDULERS)
     steady, cold = result["steady"], result["cold_start"]
+    hostile = result.get("hostile") or {}
     ceiling = result["ceiling"]["creates_per_s"]
     largest = max((r["n"] for r in result["minute_burst"]), default=0)
     rate = (_find(result, "taskmaster", largest) or {}).get("creates_per_s")
@@ -95,6 +96,17 @@ def targets(result: Mapping[str, Any]) -> list[Target]:
             f"{_s(rate)}/s of {ceiling}/s"
             + (f" ({rate / ceiling:.0%})" if rate and ceiling else ""),
             _compare(rate, 0.7 * ceiling, operator.ge),
+        ),
+        Target(
+            f"{hostile.get('specs')} generated hostile specs: slowest reconcile ≤ 1/10 of the"
+            " time box",
+            f"{_s(hostile.get('slowest_ms'))} ms (p99 {hostile.get('p99_ms')} ms,"
+            f" box {hostile.get('time_box_ms')} ms)",
+            _compare(
+                hostile.get("slowest_ms"),
+                hostile.get("time_box_ms") and hostile["time_box_ms"] / 10,
+                operator.le,
+            ),
         ),
     ]
 
