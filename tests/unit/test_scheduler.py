@@ -334,3 +334,27 @@ def test_a_stopping_leader_writes_what_it_decided_and_starts_nothing_new() -> No
     asyncio.run(stop())
     assert kube.calls == [("status", "t")]
     assert scheduler.tasks["ns/t"].unwritten is None
+
+
+def test_a_task_keeps_when_its_spec_last_changed_from_its_managed_fields() -> None:
+    scheduler = Scheduler(cast(Any, None), Metrics())
+    metadata = {
+        "namespace": "ns",
+        "name": "t",
+        "uid": "uid",
+        "resourceVersion": "5",
+        "managedFields": [
+            {"manager": "kubectl", "time": "2026-05-01T12:20:00Z", "fieldsV1": {"f:spec": {}}},
+            {
+                "manager": "taskmaster",
+                "time": "2026-05-01T12:25:00Z",
+                "subresource": "status",
+                "fieldsV1": {"f:status": {}},
+            },
+            {"manager": "labeller", "time": "2026-05-01T12:21:00Z", "fieldsV1": {"f:metadata": {}}},
+        ],
+    }
+
+    scheduler.task_event("ADDED", {"metadata": metadata, "spec": {}})
+
+    assert scheduler.tasks["ns/t"].spec_changed_at == datetime(2026, 5, 1, 12, 20, tzinfo=UTC)

@@ -41,6 +41,11 @@ MAX_RUNS_PER_DECISION = 100
 # walking WALK_STEPS of them each time; past that it stops where it is and
 # goes on at once in the next decision. Every decision is bounded by these.
 _MAX_JUMPS = 8
+# A time whose decision came this much later than it fell due (the task's
+# reconcile backed off, or the operator was behind) is a missed time, like one
+# that fell due while no operator acted: missedRunPolicy decides. Less late
+# than this, it is simply a late run.
+CATCH_UP_AFTER = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,9 @@ class TaskState:
     handled_run_now_token: str | None = None
     # The last status said Suspended: times passed meanwhile are not runs.
     was_suspended: bool = False
+    # When the spec last changed (from the object's managedFields), if known: a
+    # task resumed while no operator acted was suspended only until then.
+    spec_changed_at: datetime | None = None
     # status.history: failed attempts whose Jobs are gone still count for retries.
     history: Sequence[HistoryEntry] = ()
 
@@ -71,8 +79,18 @@ class Plan:
 
 
 def due_at(key: str, spec: TaskSpec, scheduled: datetime) -> datetime:
-    """When a scheduled time is due: the time plus the task's jitter for it."""
-    return scheduled + jitter(key, scheduled, spec.jitter_seconds)
+    """When a scheduled time is due: the time plus the task's jitter for it.
+
+    The jitter never delays a run into the next scheduled time (at most to a
+    second before it), so runs fall due in the order of their times: the cursor
+    never passes a time that is not due yet, and one wake-up covers what is.
+    """
+    delay = jitter(key, scheduled, spec.jitter_seconds)
+    if delay:
+        following = spec.timeline.next(scheduled)
+        if following is not None:
+            delay = min(delay, following - scheduled - timedelta(seconds=1))
+    return scheduled + delay
 
 
 @dataclass
@@ -117,6 +135,8 @@ class _Due:
     startable: deque[datetime] = field(default_factory=deque)
     # The walk stopped at its bound before reaching now: decide again at once.
     unfinished: bool = False
+    # The latest time walked or jumped over: every time up to it is dealt with.
+    position: datetime | None = None
 
     def start(self, scheduled: datetime) -> None:
         self.startable.append(scheduled)
@@ -137,7 +157,7 @@ def _counted(
     return missed
 
 
-def _due_times(state: TaskState, now: datetime) -> _Due:
+def _due_times(state: TaskState, now: datetime, dealt_with: set[datetime]) -> _Due:
     """Scheduled times due by `now`, sorted out in a bounded number of steps.
 
     It walks the times one by one, WALK_STEPS at a time; when there are more, it
@@ -145,6 +165,7 @@ def _due_times(state: TaskState, now: datetime) -> _Due:
     being too late to start, then to where the newest MAX_RUNS_PER_DECISION
     begin (estimated from the spacing of the times walked). What it jumps over
     is counted exactly where the schedule allows (`every`), else at least.
+    Times already dealt with (a Job or a history entry says so) are passed over.
     """
     spec = state.spec
     timeline = spec.timeline
@@ -152,14 +173,16 @@ def _due_times(state: TaskState, now: datetime) -> _Due:
     # Every time scheduled at or before this is too late, whatever its jitter.
     horizon = now - deadline - timedelta(seconds=spec.jitter_seconds + 1)
     due = _Due()
-    position = state.last_schedule_time
     walked, jumps = 0, 0
     stretch: datetime | None = None
-    times = timeline.times(position)
+    times = timeline.times(state.last_schedule_time)
     while (scheduled := next(times, None)) is not None:
         fell_due = due_at(state.task.key, spec, scheduled)
         if fell_due > now:
             break
+        due.position = scheduled
+        if scheduled in dealt_with:
+            continue
         if now - fell_due > deadline:
             due.late = _counted(due.late, scheduled, scheduled)
         else:
@@ -179,17 +202,25 @@ def _due_times(state: TaskState, now: datetime) -> _Due:
         if target <= scheduled:
             continue
         jumps += 1
-        _jump(due, timeline, scheduled, target, late=scheduled < horizon)
+        _jump(due, timeline, scheduled, target, late=scheduled < horizon, dealt_with=dealt_with)
         times, stretch = timeline.times(target), None
     return due
 
 
 def _jump(
-    due: _Due, timeline: Timeline, position: datetime, target: datetime, *, late: bool
+    due: _Due,
+    timeline: Timeline,
+    position: datetime,
+    target: datetime,
+    *,
+    late: bool,
+    dealt_with: set[datetime],
 ) -> None:
     """Count the times in (position, target] without walking them: late ones, or
     startable ones older than the newest (with those kept so far)."""
     passed = timeline.count(position, target)
+    if passed is not None:
+        passed -= sum(1 for t in dealt_with if position < t <= target)
     newest_passed = timeline.last_until(target)
     if not late:
         # What was kept so far is older than what follows the jump.
@@ -199,6 +230,9 @@ def _jump(
     first_passed = timeline.next(position)
     if newest_passed is None or first_passed is None or newest_passed <= position:
         return
+    due.position = newest_passed
+    if passed == 0:
+        return
     runs, exact = passed or 1, passed is not None
     if late:
         due.late = _counted(due.late, first_passed, newest_passed, runs, exact)
@@ -206,12 +240,23 @@ def _jump(
         due.crowded = _counted(due.crowded, first_passed, newest_passed, runs, exact)
 
 
-def _started_runs(state: TaskState) -> set[datetime]:
-    return {
-        job.run.scheduled
-        for job in state.jobs
-        if job.run.trigger is not Trigger.MANUAL and job.run.attempt == 1
+def _dealt_with(state: TaskState) -> set[datetime]:
+    """Scheduled times that a Job or a history entry of the task says were dealt with
+    (run, skipped, missed, replaced), whatever the cursor says: a status write can
+    be lost after the Job was created."""
+    return {job.run.scheduled for job in state.jobs if job.run.trigger is not Trigger.MANUAL} | {
+        entry.scheduled_time
+        for entry in state.history
+        if entry.trigger is not Trigger.MANUAL and entry.runs == 1
     }
+
+
+def _manual_run_known(state: TaskState, token: str) -> bool:
+    """Whether the run of this run-now token exists, as a Job or in the history."""
+    name = job_name(state.task.name, Run(datetime.min, trigger=Trigger.MANUAL, token=token))
+    return any(job.name == name for job in state.jobs) or any(
+        entry.job_name == name for entry in state.history
+    )
 
 
 def decide(state: TaskState, now: datetime) -> Plan:
@@ -222,46 +267,37 @@ def decide(state: TaskState, now: datetime) -> Plan:
     )
     active = [job for job in state.jobs if job.active]
 
-    token = state.run_now_token
-    if token and token != state.handled_run_now_token:
-        # Manual runs happen whatever the schedule, suspend or concurrency say.
-        plan.create.append(Run(now.replace(microsecond=0), trigger=Trigger.MANUAL, token=token))
-        plan.run_now_token = token
-
+    _run_now(plan, state, now)
     if spec.suspend or state.was_suspended:
-        passed = spec.timeline.last_until(now)
-        if passed is not None and (plan.last_schedule_time or passed) <= passed:
-            plan.last_schedule_time = passed
+        _pass_suspended(plan, state, now)
         if spec.suspend:
             return plan
 
     retries, retry_at = _retries(state, now)
     plan.create += retries
 
-    due = _due_times(replace(state, last_schedule_time=plan.last_schedule_time), now)
+    dealt_with = _dealt_with(state)
+    due = _due_times(replace(state, last_schedule_time=plan.last_schedule_time), now, dealt_with)
     if due.late is not None:
         why = f"more than startingDeadlineSeconds ({spec.starting_deadline_seconds}s) late"
         plan.records.append(due.late.entry(why, "MissedStartingDeadline"))
-        plan.last_schedule_time = due.late.last
     if due.crowded is not None:
         why = f"more than {MAX_RUNS_PER_DECISION} runs were due at once; the newest started"
         plan.records.append(due.crowded.entry(why, "TooManyRunsDue"))
-        plan.last_schedule_time = due.crowded.last
-    startable = list(due.startable)
+    # Times that fell due while no decision was taken for them (the operator down
+    # or failing over, the task's reconcile late) follow missedRunPolicy.
+    caught_up_before = max(state.since, now - CATCH_UP_AFTER)
     downtime: list[datetime] = []
     regular: list[datetime] = []
-    for scheduled in startable:
+    for scheduled in due.startable:
         fell_due = due_at(state.task.key, state.spec, scheduled)
-        (downtime if fell_due < state.since else regular).append(scheduled)
+        (downtime if fell_due < caught_up_before else regular).append(scheduled)
     to_run = _catch_up(plan, spec, downtime)
     to_run += [(t, Trigger.SCHEDULE) for t in regular]
-
-    started = _started_runs(state)
     for scheduled, trigger in to_run:
-        plan.last_schedule_time = scheduled
-        if scheduled in started:
-            continue
         _start(plan, spec, active, Run(scheduled, trigger=trigger))
+    if due.position is not None:
+        plan.last_schedule_time = max(plan.last_schedule_time or due.position, due.position)
 
     plan.next_run_time = spec.timeline.next(plan.last_schedule_time)
     if plan.next_run_time is not None:
@@ -273,16 +309,52 @@ def decide(state: TaskState, now: datetime) -> Plan:
     return plan
 
 
+def _run_now(plan: Plan, state: TaskState, now: datetime) -> None:
+    """Manual runs happen whatever the schedule, suspend or concurrency say, once
+    per token: a token used before whose run is still known runs no more."""
+    token = state.run_now_token
+    if not token or token == state.handled_run_now_token:
+        return
+    if not _manual_run_known(state, token):
+        plan.create.append(Run(now.replace(microsecond=0), trigger=Trigger.MANUAL, token=token))
+    plan.run_now_token = token
+
+
+def _pass_suspended(plan: Plan, state: TaskState, now: datetime) -> None:
+    """Move the cursor over the times that passed while the task was suspended: until
+    now; or, for a task resumed while no operator acted, until its spec changed (when
+    known), so that the times after that follow missedRunPolicy."""
+    until = now
+    if not state.spec.suspend and state.spec_changed_at is not None:
+        until = min(now, state.spec_changed_at)
+    passed = state.spec.timeline.last_until(until)
+    if passed is not None and (plan.last_schedule_time or passed) <= passed:
+        plan.last_schedule_time = passed
+
+
 def _retries(state: TaskState, now: datetime) -> tuple[list[Run], datetime | None]:
     """Retry attempts due now, and when the next one falls due.
 
     The latest attempt of each run decides: if it failed or timed out and the
     limit allows another, the next attempt starts `backoff.delay(attempt)`
     after it ended. A run whose Job the API refused is not retried.
+
+    Retries obey concurrencyPolicy like any run: under Forbid one waits while a
+    run of the task is active (its end wakes the task); under Replace only the
+    newest run is retried, a newer one having replaced it. Manual runs ignore
+    the policy, and so do their retries.
     """
     retry = state.spec.retry
     if retry.limit == 0:
         return [], None
+    policy = state.spec.concurrency_policy
+    if policy is ConcurrencyPolicy.FORBID and any(job.active for job in state.jobs):
+        return [], None
+    newest = max(
+        [j.run.scheduled for j in state.jobs if j.run.token is None]
+        + [e.scheduled_time for e in state.history if e.trigger is not Trigger.MANUAL],
+        default=None,
+    )
     latest: dict[tuple[datetime, str | None], tuple[int, Result | None, datetime, Trigger]] = {}
     attempts = [
         (e.scheduled_time, None, e.attempt, e.result, e.completion_time, e.trigger)
@@ -302,6 +374,8 @@ def _retries(state: TaskState, now: datetime) -> tuple[list[Run], datetime | Non
     for (scheduled, token), (attempt, result, ended, _) in latest.items():
         if result not in (Result.FAILED, Result.TIMED_OUT) or attempt > retry.limit:
             continue
+        if policy is ConcurrencyPolicy.REPLACE and token is None and newest != scheduled:
+            continue
         at = ended + retry.backoff.delay(attempt + 1)
         if at <= now:
             due.append(Run(scheduled, attempt + 1, Trigger.RETRY, token))
@@ -316,7 +390,6 @@ def _catch_up(
     """The runs missedRunPolicy starts for times that fell due while no operator acted."""
     if not downtime:
         return []
-    plan.last_schedule_time = downtime[-1]
     policy = spec.missed_run_policy
     if policy is MissedRunPolicy.RUN_ALL:
         return [(t, Trigger.CATCH_UP) for t in downtime]

@@ -168,6 +168,15 @@ class TaskSpec:
         return timedelta(seconds=self.starting_deadline_seconds)
 
 
+def whole_second(instant: datetime, *, earlier: bool = False) -> datetime:
+    """`instant` if it is a whole second; else the next whole second (the previous one
+    with `earlier`)."""
+    if not instant.microsecond:
+        return instant
+    floor = instant.replace(microsecond=0)
+    return floor if earlier else floor + timedelta(seconds=1)
+
+
 def _shown(value: str, limit: int = 80) -> str:
     """A user's string for a message: quoted, and cut if long (messages go into the status)."""
     if len(value) <= limit:
@@ -252,7 +261,9 @@ class _Reader:
             return default
         return float(value)
 
-    def time(self, name: str) -> datetime | None:
+    def time(self, name: str, *, earlier: bool = False) -> datetime | None:
+        """An RFC 3339 time, at a whole second: the next one, or with `earlier` the one
+        before (a fraction is kept nowhere: not in Job names, labels or the status)."""
         value = self.string(name)
         if value is None:
             return None
@@ -278,7 +289,7 @@ class _Reader:
                 f" up to (not including) {_rfc3339(MAX_TIME)}",
             )
             return None
-        return instant
+        return whole_second(instant, earlier=earlier)
 
     def choice(self, name: str, enum: type[_Enum], default: _Enum) -> _Enum:
         value = self.string(name, default.value)
@@ -348,6 +359,9 @@ def _every(spec: _Reader, created: datetime) -> Every | None:
         return None
     if interval < timedelta(seconds=1):
         spec.error("every", f"{text!r} is shorter than the minimum of 1s")
+        return None
+    if interval % timedelta(seconds=1):
+        spec.error("every", f"{text!r} is not a whole number of seconds")
         return None
     return Every(interval, anchor=spec.time("startAt") or created)
 
@@ -432,6 +446,8 @@ def _success_codes(http: _Reader) -> str:
 def parse_spec(raw: Mapping[str, Any], *, namespace: str, name: str, created: datetime) -> TaskSpec:
     """Turn a ScheduledTask's spec into a TaskSpec, or raise InvalidSpec naming every bad field."""
     spec = _Reader(raw, "spec")
+    # A stand-in "now" at CREATE has a fraction; the API server will store the second.
+    created = whole_second(created, earlier=True)
     if len(name) > MAX_NAME_LENGTH:
         spec.errors.append(
             FieldError("metadata.name", f"must be at most {MAX_NAME_LENGTH} characters")
@@ -439,7 +455,7 @@ def parse_spec(raw: Mapping[str, Any], *, namespace: str, name: str, created: da
     zone = _zone(spec)
     schedule = _schedule(spec, zone, f"{namespace}/{name}", created)
     start_at = spec.time("startAt")
-    end_at = spec.time("endAt")
+    end_at = spec.time("endAt", earlier=True)
     max_runs = spec.integer("maxRuns", None, minimum=1, maximum=MAX_RUNS)
     if isinstance(schedule, RunAt):
         for window_field in ("startAt", "endAt", "maxRuns"):

@@ -9,6 +9,7 @@ deleted, see `expired_jobs`, so they cannot come back as new).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -25,7 +26,7 @@ from taskmaster.core.names import (
 )
 from taskmaster.core.render import rfc3339
 from taskmaster.core.schedule import RunAt
-from taskmaster.core.spec import InvalidSpec, TaskSpec
+from taskmaster.core.spec import ConcurrencyPolicy, InvalidSpec, TaskSpec
 
 _MESSAGE_LIMIT = 1024
 
@@ -455,7 +456,7 @@ def same_status(previous: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
     return all(previous.get(key) == value for key, value in status.items())
 
 
-def expired_jobs(jobs: Iterable[JobView], spec: TaskSpec, history: Sequence[Any]) -> list[str]:
+def expired_jobs(jobs: Sequence[JobView], spec: TaskSpec, history: Sequence[Any]) -> list[str]:
     """Finished Jobs to delete: beyond their history limit, or no longer in `status.history`."""
     in_history = {entry.get("jobName") for entry in history}
     finished = sorted(
@@ -469,4 +470,21 @@ def expired_jobs(jobs: Iterable[JobView], spec: TaskSpec, history: Sequence[Any]
         succeeded[spec.successful_jobs_history_limit :] + failed[spec.failed_jobs_history_limit :]
     )
     expired += [job for job in finished if job.name not in in_history and job not in expired]
-    return [job.name for job in expired]
+    # A failed attempt whose retry is still to come is that retry's record: its
+    # history entry may already be gone (a short historyLimit), its Job stays.
+    # (Under Replace only the newest run is retried: see decide.)
+    attempts = Counter((job.run.scheduled, job.run.token) for job in jobs)
+    newest = max((job.run.scheduled for job in jobs if job.run.token is None), default=None)
+    pending = {
+        job.name
+        for job in finished
+        if job.result in (Result.FAILED, Result.TIMED_OUT)
+        and job.run.attempt <= spec.retry.limit
+        and attempts[(job.run.scheduled, job.run.token)] == 1
+        and (
+            spec.concurrency_policy is not ConcurrencyPolicy.REPLACE
+            or job.run.token is not None
+            or job.run.scheduled == newest
+        )
+    }
+    return [job.name for job in expired if job.name not in pending]

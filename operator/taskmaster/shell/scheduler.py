@@ -88,6 +88,23 @@ def _timestamp(at: datetime | None) -> float | None:
     return None if at is None else at.timestamp()
 
 
+def _spec_changed_at(managed_fields: Iterable[Mapping[str, Any]]) -> datetime | None:
+    """The latest time a manager wrote the spec, as the object's managedFields say.
+
+    A manager's time is that of its latest write of any of its fields, so this
+    is never before the spec's last change (it may be after it: then times
+    between count as passed while suspended, never as run twice).
+    """
+    times = [
+        parse_time(entry.get("time"))
+        for entry in managed_fields
+        if isinstance(entry, Mapping)
+        and entry.get("subresource") != "status"
+        and "f:spec" in (entry.get("fieldsV1") or {})
+    ]
+    return max((t for t in times if t is not None), default=None)
+
+
 def _encoded(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
@@ -127,6 +144,8 @@ class Task:
     invalid: InvalidSpec | None = None
     # The generation `spec`/`invalid` were parsed from.
     parsed: int | None = None
+    # When the spec last changed, from managedFields (which are not kept).
+    spec_changed_at: datetime | None = None
     failures: int = 0
     # After a decision overran its time box: (generation, until when) no decision is tried.
     held: tuple[int | None, float] | None = None
@@ -141,6 +160,7 @@ class Task:
 
     def keep(self, body: Mapping[str, Any]) -> None:
         """Hold this version of the object."""
+        self.spec_changed_at = _spec_changed_at(body["metadata"].get("managedFields") or ())
         metadata = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
         status = body.get("status") or {}
         self.object = _encoded(
@@ -531,6 +551,7 @@ class Scheduler:
                             c.get("type") == "Suspended" and c.get("status") == "True"
                             for c in status.get("conditions") or ()
                         ),
+                        spec_changed_at=task.spec_changed_at,
                     ),
                     now,
                 )

@@ -1,0 +1,180 @@
+"""Exactly once, for real: each defect an independent simulation found in the core,
+as the smallest reproduction (T = task ns/task, created at C = 2026-05-01T12:00Z)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from taskmaster.core.decide import Plan, TaskState, decide
+from taskmaster.core.names import Run, TaskRef, Trigger, job_name
+from taskmaster.core.render import rfc3339
+from taskmaster.core.spec import InvalidSpec, parse_spec
+from taskmaster.core.status import HistoryEntry, JobView, Result, expired_jobs, parse_time
+
+C = datetime(2026, 5, 1, 12, tzinfo=UTC)
+TASK = TaskRef("ns", "task", "uid")
+CONTAINER = {"task": {"container": {"image": "busybox"}}}
+
+
+def at(seconds: float) -> datetime:
+    return C + timedelta(seconds=seconds)
+
+
+def state(spec: dict[str, Any], **fields: Any) -> TaskState:
+    parsed = parse_spec({**CONTAINER, **spec}, namespace="ns", name="task", created=C)
+    return TaskState(
+        **{"task": TASK, "spec": parsed, "jobs": (), "last_schedule_time": None, "since": C}
+        | fields
+    )
+
+
+def job(scheduled: datetime, attempt: int = 1, result: Result | None = None, **kw: Any) -> JobView:
+    run = Run(scheduled, attempt, Trigger.SCHEDULE if attempt == 1 else Trigger.RETRY)
+    return JobView(name=job_name("task", run), run=run, result=result, **kw)
+
+
+def missed(plan: Plan) -> int:
+    return sum(r.runs for r in plan.records if r.result is Result.MISSED)
+
+
+def test_1_a_fractional_time_is_decided_once_across_status_round_trips() -> None:
+    spec = {"runAt": "2026-05-01T12:00:03.5Z", "concurrencyPolicy": "Replace"}
+
+    first = decide(state(spec), at(10))
+    # Whole seconds, never early: what the status and the Job's labels can hold.
+    assert first.create == [Run(at(4))]
+    cursor = parse_time(rfc3339(first.last_schedule_time or C))
+    again = decide(state(spec, last_schedule_time=cursor, jobs=(job(at(4)),)), at(20))
+
+    assert (again.create, again.delete, again.records) == ([], [], [])
+
+
+def test_1_an_interval_of_a_fraction_of_a_second_is_refused() -> None:
+    with pytest.raises(InvalidSpec, match=r"spec\.every: '1\.5s' is not a whole number of seconds"):
+        state({"every": "1.5s"})
+
+
+def test_2_a_late_decision_follows_missed_run_policy() -> None:
+    base = {"every": "1s", "startingDeadlineSeconds": 300}
+    # The operator was up all along; this task's decision came 5 minutes late.
+    late = {"last_schedule_time": at(0)}
+
+    latest = decide(state({**base, "missedRunPolicy": "RunLatest"}, **late), at(300.5))
+    skip = decide(state({**base, "missedRunPolicy": "Skip"}, **late), at(300.5))
+
+    assert len(latest.create) <= 12
+    assert [r.trigger for r in latest.create].count(Trigger.CATCH_UP) == 1
+    assert all(r.trigger is Trigger.SCHEDULE for r in skip.create)
+    assert len(skip.create) <= 11
+    assert missed(latest) + len(latest.create) == missed(skip) + len(skip.create) == 300
+
+
+def test_3_a_run_that_ran_is_not_recorded_missed() -> None:
+    # The status write of 12:04's run was lost before a crash: the cursor says 12:03.
+    done = job(at(240), result=Result.SUCCEEDED, completion_time=at(250))
+
+    plan = decide(
+        state({"every": "1m"}, jobs=(done,), last_schedule_time=at(180), since=at(390)),
+        at(390),
+    )
+
+    assert missed(plan) == 1
+    assert [r.scheduled_time for r in plan.records] == [at(300)]
+    assert plan.create == [Run(at(360), trigger=Trigger.CATCH_UP)]
+
+
+def test_4_retries_obey_the_concurrency_policy() -> None:
+    retrying = {"every": "1m", "retry": {"limit": 1, "backoff": {"initialSeconds": 30}}}
+    failed = job(at(60), result=Result.FAILED, completion_time=at(70))
+    active = job(at(120))
+
+    for policy in ("Forbid", "Replace"):
+        plan = decide(
+            state(
+                {**retrying, "concurrencyPolicy": policy},
+                jobs=(failed, active),
+                last_schedule_time=at(120),
+            ),
+            at(125),
+        )
+        assert plan.create == [], policy
+        assert plan.delete == [], policy
+
+
+def test_5_a_pending_retry_keeps_its_failed_job() -> None:
+    spec = state(
+        {
+            "every": "1m",
+            "historyLimit": 0,
+            "retry": {"limit": 2, "backoff": {"initialSeconds": 900}},
+        }
+    ).spec
+    failed = job(at(60), result=Result.FAILED, completion_time=at(70))
+    older = job(at(0), result=Result.FAILED, completion_time=at(10))
+    retried = job(at(0), 2, result=Result.SUCCEEDED, completion_time=at(920))
+
+    expired = expired_jobs([failed, older, retried], spec, history=[])
+
+    assert failed.name not in expired  # its retry is still to come
+    assert older.name in expired  # retried: its later attempt holds the run
+
+
+def test_6_jitter_larger_than_the_interval_loses_no_run() -> None:
+    spec = {"every": "10s", "jitterSeconds": 30, "startingDeadlineSeconds": 5}
+    now, cursor, jobs = at(0), None, ()
+    started: list[datetime] = []
+    lost = 0
+    for _ in range(1000):
+        plan = decide(state(spec, last_schedule_time=cursor, jobs=jobs), now)
+        started += [run.scheduled for run in plan.create]
+        lost += missed(plan)
+        cursor = plan.last_schedule_time
+        jobs = tuple(job(run.scheduled) for run in plan.create)
+        assert plan.wake_at is not None
+        now = max(now, plan.wake_at)
+        if now > at(1800):
+            break
+
+    assert lost == 0
+    assert started == [at(10 * k) for k in range(1, len(started) + 1)]
+    assert len(started) >= 175
+
+
+def test_7_a_task_resumed_while_the_operator_was_down_catches_up() -> None:
+    spec = {"every": "1m", "startingDeadlineSeconds": 300}
+    resumed = state(
+        spec,
+        last_schedule_time=at(600),
+        was_suspended=True,
+        spec_changed_at=at(1200),
+        since=at(1800.5),
+    )
+
+    plan = decide(resumed, at(1800.5))
+
+    assert plan.create == [Run(at(1800), trigger=Trigger.CATCH_UP)]
+    # 12:21 to 12:25 too late to start, 12:26 to 12:29 not caught up by RunLatest.
+    assert missed(plan) == 9
+
+
+def test_9_a_run_now_token_used_again_does_not_run_again() -> None:
+    first_a = Run(at(5), trigger=Trigger.MANUAL, token="A")
+    history = [
+        HistoryEntry(
+            at(5), Result.SUCCEEDED, job_name=job_name("task", first_a), trigger=Trigger.MANUAL
+        )
+    ]
+
+    plan = decide(
+        replace(
+            state({"every": "1h"}, run_now_token="A", handled_run_now_token="B"), history=history
+        ),
+        at(60),
+    )
+
+    assert plan.create == []
+    assert plan.run_now_token == "A"
