@@ -6,12 +6,14 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from taskmaster.core.decide import Plan, TaskState, decide
 from taskmaster.core.names import Run, TaskRef, Trigger, job_name
 from taskmaster.core.render import rfc3339
+from taskmaster.core.schedule import ScheduleError, parse_cron
 from taskmaster.core.spec import InvalidSpec, parse_spec
 from taskmaster.core.status import HistoryEntry, JobView, Result, expired_jobs, parse_time
 
@@ -178,3 +180,44 @@ def test_9_a_run_now_token_used_again_does_not_run_again() -> None:
 
     assert plan.create == []
     assert plan.run_now_token == "A"
+
+
+def fires(expression: str, count: int, after: datetime = C, key: str = "ns/task") -> list[datetime]:
+    times = parse_cron(expression, ZoneInfo("UTC"), key).times(after)
+    return [next(times) for _ in range(count)]
+
+
+def test_8_a_range_with_equal_ends_is_that_one_value() -> None:
+    # C is a Friday.
+    assert fires("0 9 * * MON-MON", 2) == [
+        datetime(2026, 5, 4, 9, tzinfo=UTC),
+        datetime(2026, 5, 11, 9, tzinfo=UTC),
+    ]
+    assert fires("5-5 * * * *", 2) == [at(300), at(3900)]
+
+
+def test_8_random_fields_are_refused_naming_the_field() -> None:
+    with pytest.raises(ScheduleError, match="the minute field 'R' uses R"):
+        parse_cron("R 0 * * *", ZoneInfo("UTC"), "ns/task")
+
+
+def test_8_a_hashed_day_of_the_month_is_one_every_month_has() -> None:
+    days = {parse_cron("0 0 H * *", ZoneInfo("UTC"), f"ns/t{i}").parts for i in range(300)}
+    chosen = {int(parts[0].split()[2]) for parts in days}
+    assert min(chosen) == 1
+    assert max(chosen) == 28
+    # Valid for every name, in February too.
+    for i in range(300):
+        assert len(fires("0 0 H 2 *", 2, key=f"ns/t{i}")) == 2
+
+
+def test_8_nth_weekday_and_nearest_weekday_combine_with_the_other_day_field() -> None:
+    # 1 July 2026 is a Wednesday: day 1 or the first Monday (6 July).
+    assert fires("0 0 1 * MON#1", 2, datetime(2026, 6, 30, tzinfo=UTC)) == [
+        datetime(2026, 7, 1, tzinfo=UTC),
+        datetime(2026, 7, 6, tzinfo=UTC),
+    ]
+    # No day of February is nearest to a 31st: the next is 31 March (a Tuesday).
+    assert fires("0 0 31W * *", 1, datetime(2026, 2, 1, tzinfo=UTC)) == [
+        datetime(2026, 3, 31, tzinfo=UTC)
+    ]

@@ -13,6 +13,7 @@ mapped to instants by the contract's DST rules:
 
 from __future__ import annotations
 
+import calendar
 import copy
 import hashlib
 import re
@@ -43,9 +44,9 @@ MACROS = {
 # 28 years), short enough to reject `0 0 30 2 *` in milliseconds.
 _NEVER_FIRES_HORIZON_YEARS = 30
 
-# Fields croniter seeds with the hash key: `H` (hashed) and `R` (random). Day and
-# month names with these letters keep the key too, which only costs sharing.
-_HASHED = re.compile("[HhRr]")
+# Fields croniter seeds with the hash key: `H` (hashed). Day and month names with
+# this letter (THU) keep the key too, which only costs sharing.
+_HASHED = re.compile("[Hh]")
 
 # Unix seconds name and label every Job: no scheduled time before the epoch.
 # And none from 2100 on: every time plus any bounded offset (deadline, jitter,
@@ -133,10 +134,17 @@ class Cron:
     # Seeds the `H` fields, so that one task always gets the same spread-out times;
     # empty when the expression has none, so that equal schedules share their math.
     hash_key: str
+    # When day-of-month and day-of-week are both restricted: the two expressions
+    # whose union it fires at (the classic rule, kept for `L`, `W` and `#` too).
+    union: tuple[str, ...] = ()
 
     @property
     def with_seconds(self) -> bool:
         return len(self.expression.split()) == 6
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return self.union or (self.expression,)
 
     def times(self, after: datetime) -> Iterator[datetime]:
         """Fire instants strictly after `after`, in order, forever."""
@@ -149,35 +157,61 @@ class Cron:
 # `* * * * *` tasks fall due in the same minute, the cron math is done once for
 # them all instead of once each (it was the largest part of a reconcile).
 @lru_cache(maxsize=1024)
-def _parsed(cron: Cron) -> croniter:
-    """The expression parsed: parsing is most of what building a croniter costs."""
-    return croniter(
-        cron.expression,
-        datetime(2000, 1, 1),
-        hash_id=cron.hash_key or None,
-        second_at_beginning=cron.with_seconds,
-        max_years_between_matches=_NEVER_FIRES_HORIZON_YEARS,
+def _parsed(cron: Cron) -> tuple[croniter, ...]:
+    """Each part of the expression parsed: parsing is most of what building a croniter costs."""
+    return tuple(
+        croniter(
+            part,
+            datetime(2000, 1, 1),
+            hash_id=cron.hash_key or None,
+            second_at_beginning=cron.with_seconds,
+            max_years_between_matches=_NEVER_FIRES_HORIZON_YEARS,
+        )
+        for part in cron.parts
     )
 
 
 @lru_cache(maxsize=4096)
 def _next_fire(cron: Cron, after: datetime) -> datetime | None:
     """The first fire instant strictly after `after`; None if there is none."""
+    fires = [
+        fire
+        for part, parsed in zip(cron.parts, _parsed(cron), strict=True)
+        if (fire := _next_fire_of(parsed, _nearest_weekday_day(part, cron), cron.zone, after))
+    ]
+    return min(fires, default=None)
+
+
+def _next_fire_of(
+    parsed: croniter, nearest_weekday_of: int | None, zone: ZoneInfo, after: datetime
+) -> datetime | None:
     # A shallow copy has its own position; the parsed fields it shares are
     # only read (croniter copies them before any change).
-    walls = copy.copy(_parsed(cron))
-    walls.set_current(after.astimezone(cron.zone).replace(tzinfo=None, microsecond=0), force=True)
+    walls = copy.copy(parsed)
+    walls.set_current(after.astimezone(zone).replace(tzinfo=None, microsecond=0), force=True)
     while True:
         try:
             wall = walls.get_next(datetime)
         except (CroniterBadDateError, ValueError, OverflowError):
             # No match within its horizon, or none before the end of the calendar.
             return None
-        instant = to_instant(wall, cron.zone)
+        if (
+            nearest_weekday_of
+            and calendar.monthrange(wall.year, wall.month)[1] < nearest_weekday_of
+        ):
+            continue  # `31W` in a month without a 31st: no day is nearest to it
+        instant = to_instant(wall, zone)
         # A wall time in the repeated hour, or one in a gap already fired, maps
         # to an instant not after the last one: it fires only once.
         if instant > after:
             return instant
+
+
+def _nearest_weekday_day(part: str, cron: Cron) -> int | None:
+    """The n of an `nW` day-of-month, if the part has one."""
+    fields = part.split()
+    match = re.fullmatch(r"(\d+)W", fields[3 if cron.with_seconds else 2].upper())
+    return int(match[1]) if match else None
 
 
 @dataclass(frozen=True)
@@ -212,6 +246,56 @@ class RunAt:
 Schedule = Cron | Every | RunAt
 
 
+_FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week")
+_EQUAL_ENDS = re.compile(r"([^-/]+)-([^-/]+)(/.*)?")
+# Jenkins' rule: a hashed day of the month is one every month has.
+_HASHED_DAYS = 28
+
+
+def _normalized(fields: list[str], hash_key: str) -> list[str]:
+    """The fields as croniter should read them, by the contract's rules where its own differ:
+
+    - `R` (random) is refused: croniter draws it anew on every parse, so a task's
+      time would change on every restart and between the webhook and the operator;
+    - a range with equal ends (`5-5`, `MON-MON`) is that one value (croniter reads
+      the whole field);
+    - `H` alone in day-of-month is a day from 1 to 28, one every month has.
+    """
+    names = (("second",) if len(fields) == 6 else ()) + _FIELD_NAMES
+    normalized = []
+    for name, value in zip(names, fields, strict=True):
+        elements = []
+        for given in value.split(","):
+            element, upper = given, given.upper()
+            if upper == "R" or upper.startswith(("R/", "R(")):
+                raise ScheduleError(
+                    f"the {name} field {value!r} uses R (random), which is not supported:"
+                    " use H for a value spread per task and stable"
+                )
+            ends = _EQUAL_ENDS.fullmatch(element)
+            if ends and ends[1].upper() == ends[2].upper():
+                element = ends[1]
+            if name == "day-of-month" and upper == "H":
+                digest = hashlib.sha256(f"{hash_key}#day-of-month".encode()).digest()
+                element = str(int.from_bytes(digest[:8], "big") % _HASHED_DAYS + 1)
+            elements.append(element)
+        normalized.append(",".join(elements))
+    return normalized
+
+
+def _union(fields: list[str]) -> tuple[str, ...]:
+    """When both day fields are restricted and one uses L, W or #: the two expressions
+    whose union the schedule is (the classic rule: a day matching either field)."""
+    day, weekday = len(fields) - 3, len(fields) - 1
+    restricted = [fields[i] not in ("*", "?") for i in (day, weekday)]
+    special = any(c in fields[i].upper() for i in (day, weekday) for c in "LW#")
+    if not (all(restricted) and special):
+        return ()
+    by_day = [*fields[:weekday], "*"]
+    by_weekday = [*fields[:day], "*", *fields[day + 1 :]]
+    return (" ".join(by_day), " ".join(by_weekday))
+
+
 def parse_cron(expression: str, zone: ZoneInfo, hash_key: str) -> Cron:
     """Validate a cron expression; raise ScheduleError with the reason if it is unusable."""
     text = " ".join(expression.split())
@@ -224,7 +308,9 @@ def parse_cron(expression: str, zone: ZoneInfo, hash_key: str) -> Cron:
             f"{text!r} has {len(text.split())} fields; a cron expression has 5"
             " (minute hour day-of-month month day-of-week) or 6 (with leading seconds)"
         )
-    cron = Cron(text, zone, hash_key if _HASHED.search(text) else "")
+    fields = _normalized(text.split(), hash_key)
+    text = " ".join(fields)
+    cron = Cron(text, zone, hash_key if _HASHED.search(text) else "", _union(fields))
     try:
         first = next(cron.times(datetime(2000, 1, 1, tzinfo=UTC)), None)
     except CroniterBadCronError as error:
