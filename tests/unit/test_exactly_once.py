@@ -15,7 +15,15 @@ from taskmaster.core.names import Run, TaskRef, Trigger, job_name
 from taskmaster.core.render import rfc3339
 from taskmaster.core.schedule import ScheduleError, parse_cron
 from taskmaster.core.spec import InvalidSpec, parse_spec
-from taskmaster.core.status import HistoryEntry, JobView, Result, expired_jobs, parse_time
+from taskmaster.core.status import (
+    HistoryEntry,
+    JobView,
+    Observation,
+    Result,
+    parse_time,
+    read_history,
+    reduce_status,
+)
 
 C = datetime(2026, 5, 1, 12, tzinfo=UTC)
 TASK = TaskRef("ns", "task", "uid")
@@ -107,22 +115,22 @@ def test_4_retries_obey_the_concurrency_policy() -> None:
         assert plan.delete == [], policy
 
 
-def test_5_a_pending_retry_keeps_its_failed_job() -> None:
-    spec = state(
-        {
-            "every": "1m",
-            "historyLimit": 0,
-            "retry": {"limit": 2, "backoff": {"initialSeconds": 900}},
-        }
-    ).spec
+def test_5_a_pending_retry_is_kept_in_the_history_until_it_runs() -> None:
+    retrying = {"retry": {"limit": 2, "backoff": {"initialSeconds": 900}}}
     failed = job(at(60), result=Result.FAILED, completion_time=at(70))
-    older = job(at(0), result=Result.FAILED, completion_time=at(10))
-    retried = job(at(0), 2, result=Result.SUCCEEDED, completion_time=at(920))
+    newer = [
+        job(at(60 * k), result=Result.SUCCEEDED, completion_time=at(60 * k + 5)) for k in (2, 3)
+    ]
+    for limit in (0, 2):
+        spec = {"every": "1m", "historyLimit": limit, **retrying}
+        observed = Observation(state(spec).spec, [failed, *newer], at(300), 1)
 
-    expired = expired_jobs([failed, older, retried], spec, history=[])
+        history = read_history(reduce_status({}, observed).status)
 
-    assert failed.name not in expired  # its retry is still to come
-    assert older.name in expired  # retried: its later attempt holds the run
+        assert failed.name in [entry.job_name for entry in history], limit
+        # With the failed Job gone, the entry is the retry's record.
+        plan = decide(state(spec, last_schedule_time=at(960), history=history), at(970))
+        assert Run(at(60), 2, Trigger.RETRY) in plan.create, limit
 
 
 def test_6_jitter_larger_than_the_interval_loses_no_run() -> None:

@@ -381,7 +381,12 @@ def _retries(state: TaskState, now: datetime) -> tuple[list[Run], datetime | Non
             due.append(Run(scheduled, attempt + 1, Trigger.RETRY, token))
         elif later is None or at < later:
             later = at
-    return sorted(due, key=lambda r: (r.scheduled, r.attempt)), later
+    due.sort(key=lambda r: (r.scheduled, r.attempt))
+    scheduled_due = [run for run in due if run.token is None]
+    if policy is ConcurrencyPolicy.FORBID and len(scheduled_due) > 1:
+        # One at a time: the oldest now, the next once it has ended.
+        due = [run for run in due if run.token is not None or run is scheduled_due[0]]
+    return due, later
 
 
 def _catch_up(
@@ -420,8 +425,9 @@ def _start(plan: Plan, spec: TaskSpec, active: list[JobView], run: Run) -> None:
         )
         return
     if policy is ConcurrencyPolicy.REPLACE:
+        # Manual runs (and their retries) are outside the policy: never replaced.
         for job in active:
-            if job not in plan.delete:
+            if job.run.token is None and job not in plan.delete:
                 plan.delete.append(job)
                 plan.records.append(
                     HistoryEntry(

@@ -9,7 +9,6 @@ deleted, see `expired_jobs`, so they cannot come back as new).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -342,6 +341,36 @@ def _phase(observed: Observation, active: bool, history: Sequence[HistoryEntry])
     return Phase.COMPLETED
 
 
+def _kept(history: list[HistoryEntry], spec: TaskSpec) -> list[HistoryEntry]:
+    """The newest `historyLimit` entries; and, beyond them, a failed run whose retry is
+    still to come: its entry is the record of that retry (its Job may be gone).
+    Under Replace only the newest run is retried (see decide)."""
+    newest = max(
+        (e.scheduled_time for e in history if e.trigger is not Trigger.MANUAL), default=None
+    )
+    latest: dict[str, int] = {}
+    for entry in history:
+        if entry.job_name:
+            first = _first_attempt_name(entry.job_name, entry.attempt)
+            latest[first] = max(latest.get(first, 0), entry.attempt)
+
+    def pending(entry: HistoryEntry) -> bool:
+        return (
+            entry.result in (Result.FAILED, Result.TIMED_OUT)
+            and entry.trigger is not Trigger.MANUAL
+            and entry.job_name is not None
+            and entry.attempt <= spec.retry.limit
+            and latest[_first_attempt_name(entry.job_name, entry.attempt)] == entry.attempt
+            and (
+                spec.concurrency_policy is not ConcurrencyPolicy.REPLACE
+                or entry.scheduled_time == newest
+            )
+        )
+
+    limit = spec.history_limit
+    return history[:limit] + [entry for entry in history[limit:] if pending(entry)]
+
+
 def reduce_status(previous: Mapping[str, Any], observed: Observation) -> StatusUpdate:
     """The next status, and the history entries it adds."""
     history = read_history(previous)
@@ -353,8 +382,9 @@ def reduce_status(previous: Mapping[str, Any], observed: Observation) -> StatusU
     ]
     recorded += [r for r in observed.records if r.job_name is None or r.job_name not in known_jobs]
     recorded.sort(key=_newest_first)
-    limit = observed.spec.history_limit if observed.spec else len(history) + len(recorded)
-    history = sorted([*history, *recorded], key=_newest_first, reverse=True)[:limit]
+    history = sorted([*history, *recorded], key=_newest_first, reverse=True)
+    if observed.spec is not None:
+        history = _kept(history, observed.spec)
 
     counters = {
         name: int(previous.get(name) or 0) for name in ("succeededRuns", "failedRuns", "missedRuns")
@@ -470,21 +500,21 @@ def expired_jobs(jobs: Sequence[JobView], spec: TaskSpec, history: Sequence[Any]
         succeeded[spec.successful_jobs_history_limit :] + failed[spec.failed_jobs_history_limit :]
     )
     expired += [job for job in finished if job.name not in in_history and job not in expired]
-    # A failed attempt whose retry is still to come is that retry's record: its
-    # history entry may already be gone (a short historyLimit), its Job stays.
-    # (Under Replace only the newest run is retried: see decide.)
-    attempts = Counter((job.run.scheduled, job.run.token) for job in jobs)
-    newest = max((job.run.scheduled for job in jobs if job.run.token is None), default=None)
-    pending = {
-        job.name
+    # A run's earlier attempts go with a later one: a failed first attempt that
+    # outlived every record of its retry would be retried again.
+    gone = {_first_attempt_name(job.name, job.run.attempt): job.run.attempt for job in expired}
+    expired += [
+        job
         for job in finished
-        if job.result in (Result.FAILED, Result.TIMED_OUT)
-        and job.run.attempt <= spec.retry.limit
-        and attempts[(job.run.scheduled, job.run.token)] == 1
-        and (
-            spec.concurrency_policy is not ConcurrencyPolicy.REPLACE
-            or job.run.token is not None
-            or job.run.scheduled == newest
-        )
-    }
-    return [job.name for job in expired if job.name not in pending]
+        if job not in expired
+        and job.run.attempt < gone.get(_first_attempt_name(job.name, job.run.attempt), 0)
+    ]
+    # Earlier attempts go first: were the operator to stop between two deletions,
+    # a later attempt left alone still says the run was retried.
+    expired.sort(key=lambda job: (job.run.scheduled, job.run.attempt))
+    return [job.name for job in expired]
+
+
+def _first_attempt_name(name: str, attempt: int) -> str:
+    """The Job name of a run's first attempt, from that of any attempt (`<run>-<n>`)."""
+    return name if attempt == 1 else name.rsplit("-", 1)[0]

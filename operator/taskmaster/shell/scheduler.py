@@ -27,7 +27,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -119,6 +119,8 @@ class Unwritten:
     events: list[tuple[str, str, str, str]] = field(default_factory=list)
     # The Jobs the status was decided from: judged for expiry once it is written.
     jobs: list[JobView] = field(default_factory=list)
+    # Jobs replaced (concurrencyPolicy Replace): deleted once the status is written.
+    replaced: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -339,6 +341,9 @@ class Scheduler:
             if view is None:
                 return
             self._job_versions[(key, name)] = version
+            task = self.tasks.get(key)
+            if task is not None and task.unwritten and name in task.unwritten.replaced:
+                view = replace(view, deleting=True)  # replaced: deleted once recorded
             if jobs.get(name) == view:
                 # Most of a Job's updates (pod counts, finalizers, the controller's
                 # bookkeeping) change nothing a decision or the status reads.
@@ -393,7 +398,13 @@ class Scheduler:
     def forget_unwritten(self) -> None:
         """Drop what was decided and not written: this replica no longer acts, and the
         next leader decides afresh from the objects (what it reported included)."""
-        for task in self.tasks.values():
+        for key, task in self.tasks.items():
+            if task.unwritten is not None:
+                # Replaced Jobs not deleted yet are still running: active again.
+                held = self.jobs.get(key, {})
+                for name in task.unwritten.replaced:
+                    if name in held:
+                        held[name] = replace(held[name], deleting=False)
             task.unwritten = None
 
     @property
@@ -559,12 +570,13 @@ class Scheduler:
             self._overran(task, jobs, now, cursor, status)
             return
         records = list(plan.records)
-        for job in plan.delete:
-            self._fence(f"deleting Job {job.name}")
-            await self.kube.delete_job(task.ref.namespace, job.name)
-            jobs.pop(job.name, None)
         for run in plan.create:
             records += await self._start(task, task.spec, run, jobs)
+        # Replaced Jobs go once the status recording their replacement is written
+        # (`record`): deleted before, with the process stopping in between, a run
+        # would be gone with no record that it ran, and run again.
+        for job in plan.delete:
+            jobs[job.name] = replace(job, deleting=True)
         ns = task.ref.namespace
         observed_jobs = [job.with_pod(self.pods.get((ns, job.name))) for job in jobs.values()]
         self._decide_status(
@@ -580,6 +592,8 @@ class Scheduler:
                 run_now_token=plan.run_now_token,
             ),
         )
+        if plan.delete:
+            self._unwritten(task).replaced += [job.name for job in plan.delete]
         if task.unwritten is None:
             await self._expire(task, observed_jobs, task.status)
         task.failures = 0
@@ -717,6 +731,11 @@ class Scheduler:
             if _version(body) >= task.version:
                 task.keep(body)
         task.unwritten = None
+        held = self.jobs.get(key, {})
+        for name in unwritten.replaced:
+            self._fence(f"deleting Job {name}")
+            await self.kube.delete_job(task.ref.namespace, name)
+            held.pop(name, None)
         for event in unwritten.events:
             await self._event(task, *event)
         # Job events kept arriving while the status was decided and written: what
