@@ -13,7 +13,7 @@ import pytest
 from taskmaster.core.decide import Plan, TaskState, decide
 from taskmaster.core.names import Run, TaskRef, Trigger, job_name
 from taskmaster.core.render import rfc3339
-from taskmaster.core.schedule import ScheduleError, parse_cron
+from taskmaster.core.schedule import RunAt, ScheduleError, parse_cron, parse_duration
 from taskmaster.core.spec import InvalidSpec, parse_spec
 from taskmaster.core.status import (
     HistoryEntry,
@@ -229,3 +229,32 @@ def test_8_nth_weekday_and_nearest_weekday_combine_with_the_other_day_field() ->
     assert fires("0 0 31W * *", 1, datetime(2026, 2, 1, tzinfo=UTC)) == [
         datetime(2026, 3, 31, tzinfo=UTC)
     ]
+
+
+def test_9_nanoseconds_are_counted_exactly() -> None:
+    assert parse_duration("1000000000ns") == timedelta(seconds=1)
+    assert parse_duration("1h0.5m") == timedelta(hours=1, seconds=30)
+
+
+def test_9_rfc3339_times_may_use_lower_case_separators() -> None:
+    assert state({"runAt": "2026-05-01t12:00:05z"}).spec.timeline.schedule == RunAt(at(5))
+
+
+def http(codes: str) -> dict[str, Any]:
+    return {"every": "1m", "task": {"http": {"url": "http://x", "successCodes": codes}}}
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"runAt": "1969-12-31T23:59:59Z"}, "spec.runAt"),
+        (http("abc"), "spec.task.http.successCodes"),
+        (http("600"), "spec.task.http.successCodes"),
+        (http("300-200"), "spec.task.http.successCodes"),
+    ],
+)
+def test_9_times_before_the_epoch_and_bad_success_codes_are_refused(
+    spec: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidSpec, match=field.replace(".", r"\.")):
+        state(spec)
