@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from tests.support.hostile import INSTANTS, LAGS, NAMES, SPECS, pipeline
 
-from taskmaster.shell.scheduler import TIME_BOX_SECONDS
+from taskmaster.shell.timebox import TIME_BOX_SECONDS
 
 
 def slowest_reconcile(specs: int) -> dict[str, Any]:

@@ -258,3 +258,37 @@ def test_9_times_before_the_epoch_and_bad_success_codes_are_refused(
 ) -> None:
     with pytest.raises(InvalidSpec, match=field.replace(".", r"\.")):
         state(spec)
+
+
+# Found by an independent review of the fixes above.
+
+
+def test_a_jump_over_a_gap_still_starts_the_latest_due_run() -> None:
+    spec = {"schedule": "* 9-16 * * *", "startingDeadlineSeconds": 86400}
+    cursor, now = datetime(2026, 5, 2, 13, tzinfo=UTC), datetime(2026, 5, 2, 20, 30, tzinfo=UTC)
+
+    plan = decide(state(spec, last_schedule_time=cursor, since=now), now)
+
+    assert plan.create == [Run(datetime(2026, 5, 2, 16, 59, tzinfo=UTC), trigger=Trigger.CATCH_UP)]
+    assert plan.last_schedule_time == datetime(2026, 5, 2, 16, 59, tzinfo=UTC)
+
+
+def test_replace_deletes_an_older_run_left_active_by_a_lost_replacement() -> None:
+    spec = {"every": "1m", "concurrencyPolicy": "Replace"}
+    older, newer = job(at(60)), job(at(120))
+
+    plan = decide(state(spec, jobs=(older, newer), last_schedule_time=at(120)), at(130))
+
+    assert plan.create == []
+    assert plan.delete == [older]
+    assert [(r.result, r.job_name) for r in plan.records] == [(Result.REPLACED, older.name)]
+
+
+def test_a_nearest_weekday_in_a_month_too_short_ends_with_the_calendar() -> None:
+    # February never has a 31st: only the Mondays of February run.
+    assert fires("0 0 31W 2 MON", 2, datetime(2027, 1, 1, tzinfo=UTC)) == [
+        datetime(2027, 2, 1, tzinfo=UTC),
+        datetime(2027, 2, 8, tzinfo=UTC),
+    ]
+    with pytest.raises(ScheduleError, match="can never fire"):
+        parse_cron("0 0 31W 2 *", ZoneInfo("UTC"), "ns/task")

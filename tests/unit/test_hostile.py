@@ -15,7 +15,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
 
-from taskmaster.shell.scheduler import TIME_BOX_SECONDS
+from taskmaster.shell.timebox import TIME_BOX_SECONDS
 from tests.support.hostile import INSTANTS, LAGS, NAMES, SPECS, C, pipeline
 
 # Enough to reach the rare corners in every make test, derandomized so CI is stable.
@@ -68,6 +68,15 @@ BUDGET_SECONDS = TIME_BOX_SECONDS / 4
     10 * 86_400.0,
 )
 @example({**C, "every": "1m"}, "t", datetime(1970, 1, 1, tzinfo=UTC), None)
+# Found by review: a walk that never jumped (a gap in the first stretch), and a
+# nearest weekday that no month of the schedule has.
+@example(
+    {**C, "schedule": "* * 0,9-23 * * *", "startingDeadlineSeconds": 86400},
+    "t",
+    datetime(2026, 1, 2, 23, 59, 59, tzinfo=UTC),
+    82_829.0,
+)
+@example({**C, "schedule": "0 0 31W 2 MON"}, "t", datetime(2026, 12, 4, tzinfo=UTC), 86_400.0)
 def test_any_spec_is_refused_naming_a_field_or_acted_on_within_bounds(
     raw: dict[str, Any], name: str, now: datetime, lag: float | None
 ) -> None:

@@ -10,9 +10,11 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from taskmaster.core import schedule
 from taskmaster.core.render import rfc3339
 from taskmaster.shell import scheduler as scheduler_module
 from taskmaster.shell.health import Health
@@ -43,6 +45,15 @@ def test_work_within_its_budget_is_left_alone() -> None:
     deadline = time.monotonic() + 0.4
     while time.monotonic() < deadline:
         pass
+
+
+def test_an_overrun_is_not_taken_for_the_boxed_code_s_own_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # parse_cron turns any exception of croniter's into "not a valid cron expression".
+    monkeypatch.setattr(schedule, "croniter", lambda *_, **__: _spin())
+    with pytest.raises(Overrun), time_box(0.2):
+        schedule.parse_cron("1 2 3 4 5", ZoneInfo("UTC"), "")
 
 
 class _Kube:

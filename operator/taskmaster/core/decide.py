@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 
 from taskmaster.core.names import Run, TaskRef, Trigger, job_name
 from taskmaster.core.render import rfc3339
-from taskmaster.core.schedule import WALK_STEPS, Timeline, jitter
+from taskmaster.core.schedule import WALK_STEPS, jitter
 from taskmaster.core.spec import ConcurrencyPolicy, MissedRunPolicy, TaskSpec
 from taskmaster.core.status import HistoryEntry, JobView, Result
 
@@ -37,10 +37,13 @@ from taskmaster.core.status import HistoryEntry, JobView, Result
 # Missed with their count: the CronJob controller's "too many missed start
 # times", without its cliff (it starts none).
 MAX_RUNS_PER_DECISION = 100
-# How often a decision jumps ahead over times it would only count, after
-# walking WALK_STEPS of them each time; past that it stops where it is and
+# How often a decision jumps ahead over times it would only count, each after
+# walking WALK_STEPS of them; past _MAX_WALKED walked it stops where it is and
 # goes on at once in the next decision. Every decision is bounded by these.
 _MAX_JUMPS = 8
+# The most scheduled times one decision walks one by one.
+_MAX_WALKED = 16 * WALK_STEPS
+_INSTANT = timedelta(microseconds=1)
 # A time whose decision came this much later than it fell due (the task's
 # reconcile backed off, or the operator was behind) is a missed time, like one
 # that fell due while no operator acted: missedRunPolicy decides. Less late
@@ -160,18 +163,21 @@ def _counted(
 def _due_times(state: TaskState, now: datetime, dealt_with: set[datetime]) -> _Due:
     """Scheduled times due by `now`, sorted out in a bounded number of steps.
 
-    It walks the times one by one, WALK_STEPS at a time; when there are more, it
-    jumps ahead over those it would only count: first to where times stop
-    being too late to start, then to where the newest MAX_RUNS_PER_DECISION
-    begin (estimated from the spacing of the times walked). What it jumps over
-    is counted exactly where the schedule allows (`every`), else at least.
-    Times already dealt with (a Job or a history entry says so) are passed over.
+    It walks the times one by one; every WALK_STEPS it may jump ahead over
+    those it would only count: to where times stop being too late to start, or
+    to where the newest MAX_RUNS_PER_DECISION begin (estimated from the spacing
+    of the last times walked). What it jumps over is counted exactly where the
+    schedule allows (`every`), else at least. Past _MAX_WALKED times walked it
+    stops where it is, and the next decision goes on from there. Times already
+    dealt with (a Job or a history entry says so) are passed over.
     """
     spec = state.spec
     timeline = spec.timeline
     deadline = spec.starting_deadline
-    # Every time scheduled at or before this is too late, whatever its jitter.
-    horizon = now - deadline - timedelta(seconds=spec.jitter_seconds + 1)
+    jitter_bound = timedelta(seconds=spec.jitter_seconds + 1)
+    # Every time scheduled at or before this is too late, whatever its jitter;
+    # every time at or before `surely_due` is due.
+    horizon, surely_due = now - deadline - jitter_bound, now - jitter_bound
     due = _Due()
     walked, jumps = 0, 0
     stretch: datetime | None = None
@@ -183,61 +189,76 @@ def _due_times(state: TaskState, now: datetime, dealt_with: set[datetime]) -> _D
         due.position = scheduled
         if scheduled in dealt_with:
             continue
-        if now - fell_due > deadline:
-            due.late = _counted(due.late, scheduled, scheduled)
-        else:
-            due.start(scheduled)
+        _sort_out(due, scheduled, now - fell_due > deadline)
         stretch = stretch or scheduled
         walked += 1
         if walked % WALK_STEPS:
             continue
-        if jumps == _MAX_JUMPS:
+        if walked >= _MAX_WALKED:
             due.unfinished = True
             break
-        if scheduled < horizon:
+        late = scheduled < horizon
+        if late:
             target = horizon
         else:
             spacing = (scheduled - stretch) / WALK_STEPS
-            target = now - 2 * MAX_RUNS_PER_DECISION * spacing
-        if target <= scheduled:
+            target = min(now - 2 * MAX_RUNS_PER_DECISION * spacing, surely_due)
+        stretch = None
+        if target <= scheduled or jumps == _MAX_JUMPS:
             continue
         jumps += 1
-        _jump(due, timeline, scheduled, target, late=scheduled < horizon, dealt_with=dealt_with)
-        times, stretch = timeline.times(target), None
+        _jump(state, due, scheduled, target, late=late, now=now, dealt_with=dealt_with)
+        times = timeline.times(target)
     return due
 
 
+def _sort_out(due: _Due, scheduled: datetime, late: bool) -> None:
+    if late:
+        due.late = _counted(due.late, scheduled, scheduled)
+    else:
+        due.start(scheduled)
+
+
 def _jump(
+    state: TaskState,
     due: _Due,
-    timeline: Timeline,
     position: datetime,
     target: datetime,
     *,
     late: bool,
+    now: datetime,
     dealt_with: set[datetime],
 ) -> None:
-    """Count the times in (position, target] without walking them: late ones, or
-    startable ones older than the newest (with those kept so far)."""
+    """Count the times in (position, target] without walking them: late ones; or
+    startable ones older than the newest of them, which is kept to start (with
+    the older ones kept so far, counted too)."""
+    timeline = state.spec.timeline
     passed = timeline.count(position, target)
     if passed is not None:
-        passed -= sum(1 for t in dealt_with if position < t <= target)
-    newest_passed = timeline.last_until(target)
-    if not late:
-        # What was kept so far is older than what follows the jump.
-        for kept in due.startable:
-            due.crowded = _counted(due.crowded, kept, kept)
-        due.startable.clear()
-    first_passed = timeline.next(position)
-    if newest_passed is None or first_passed is None or newest_passed <= position:
+        on_timeline = [
+            t for t in dealt_with if position < t <= target and timeline.next(t - _INSTANT) == t
+        ]
+        passed = max(0, passed - len(on_timeline))
+    newest = timeline.last_until(target)
+    first = timeline.next(position)
+    if newest is None or first is None or newest <= position:
         return
-    due.position = newest_passed
-    if passed == 0:
-        return
-    runs, exact = passed or 1, passed is not None
+    due.position = newest
     if late:
-        due.late = _counted(due.late, first_passed, newest_passed, runs, exact)
-    else:
-        due.crowded = _counted(due.crowded, first_passed, newest_passed, runs, exact)
+        if passed != 0:
+            due.late = _counted(due.late, first, newest, passed or 1, passed is not None)
+        return
+    # What was kept so far is older than what follows the jump.
+    for kept in due.startable:
+        due.crowded = _counted(due.crowded, kept, kept)
+    due.startable.clear()
+    older = None if passed is None else max(0, passed - (newest not in dealt_with))
+    before_newest = timeline.last_until(newest - _INSTANT)
+    if older != 0 and before_newest is not None and before_newest >= first:
+        due.crowded = _counted(due.crowded, first, before_newest, older or 1, older is not None)
+    if newest not in dealt_with:
+        fell_due = due_at(state.task.key, state.spec, newest)
+        _sort_out(due, newest, now - fell_due > state.spec.starting_deadline)
 
 
 def _dealt_with(state: TaskState) -> set[datetime]:
@@ -296,6 +317,16 @@ def decide(state: TaskState, now: datetime) -> Plan:
     to_run += [(t, Trigger.SCHEDULE) for t in regular]
     for scheduled, trigger in to_run:
         _start(plan, spec, active, Run(scheduled, trigger=trigger))
+    if spec.concurrency_policy is ConcurrencyPolicy.REPLACE:
+        # A run older than the newest still active (a replacement whose record was
+        # lost with a stopped operator) is replaced now.
+        newest = max(
+            [j.run.scheduled for j in active if j.run.token is None]
+            + [r.scheduled for r in plan.create if r.token is None],
+            default=None,
+        )
+        if newest is not None:
+            _replace(plan, active, newest, older_only=True)
     if due.position is not None:
         plan.last_schedule_time = max(plan.last_schedule_time or due.position, due.position)
 
@@ -408,6 +439,30 @@ def _catch_up(
     return []
 
 
+def _replace(plan: Plan, active: list[JobView], newer: datetime, older_only: bool = False) -> None:
+    """Delete the active scheduled runs (older than `newer`, with `older_only`) for the
+    run at `newer`. Manual runs (and their retries) are outside the policy."""
+    for job in active:
+        if job.run.token is not None or job in plan.delete:
+            continue
+        if older_only and job.run.scheduled >= newer:
+            continue
+        plan.delete.append(job)
+        plan.records.append(
+            HistoryEntry(
+                scheduled_time=job.run.scheduled,
+                result=Result.REPLACED,
+                job_name=job.name,
+                attempt=job.run.attempt,
+                trigger=job.run.trigger,
+                start_time=job.start_time,
+                completion_time=newer,
+                reason="ConcurrencyPolicyReplace",
+                message=f"deleted for the run at {rfc3339(newer)}",
+            )
+        )
+
+
 def _start(plan: Plan, spec: TaskSpec, active: list[JobView], run: Run) -> None:
     running = [job.name for job in active] + [
         f"run at {rfc3339(r.scheduled)}" for r in plan.create if r.trigger is not Trigger.MANUAL
@@ -425,23 +480,7 @@ def _start(plan: Plan, spec: TaskSpec, active: list[JobView], run: Run) -> None:
         )
         return
     if policy is ConcurrencyPolicy.REPLACE:
-        # Manual runs (and their retries) are outside the policy: never replaced.
-        for job in active:
-            if job.run.token is None and job not in plan.delete:
-                plan.delete.append(job)
-                plan.records.append(
-                    HistoryEntry(
-                        scheduled_time=job.run.scheduled,
-                        result=Result.REPLACED,
-                        job_name=job.name,
-                        attempt=job.run.attempt,
-                        trigger=job.run.trigger,
-                        start_time=job.start_time,
-                        completion_time=run.scheduled,
-                        reason="ConcurrencyPolicyReplace",
-                        message=f"deleted for the run at {rfc3339(run.scheduled)}",
-                    )
-                )
+        _replace(plan, active, run.scheduled)
         superseded = [r for r in plan.create if r.trigger is not Trigger.MANUAL]
         for earlier in superseded:
             plan.create.remove(earlier)

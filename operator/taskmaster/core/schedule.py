@@ -195,6 +195,8 @@ def _next_fire_of(
         except (CroniterBadDateError, ValueError, OverflowError):
             # No match within its horizon, or none before the end of the calendar.
             return None
+        if wall.year >= MAX_TIME.year:
+            return None  # the end of the calendar the contract schedules in
         if (
             nearest_weekday_of
             and calendar.monthrange(wall.year, wall.month)[1] < nearest_weekday_of

@@ -37,6 +37,9 @@ class Health:
         health = self
 
         class Handler(BaseHTTPRequestHandler):
+            # An idle connection holds a thread: not for long.
+            timeout = 5
+
             def do_GET(self) -> None:
                 code, text = health.answer(self.path)
                 body = text.encode()

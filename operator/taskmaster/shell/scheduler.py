@@ -50,7 +50,7 @@ from taskmaster.core.status import (
 )
 from taskmaster.shell.kube import ApiError, Kube
 from taskmaster.shell.metrics import Metrics
-from taskmaster.shell.timebox import Overrun, time_box
+from taskmaster.shell.timebox import TIME_BOX_SECONDS, Overrun, time_box
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +61,7 @@ _CONCURRENCY = 64
 _RECORD_DELAY = 1.0
 # Back-off after an API error on one task (seconds): doubles up to the cap.
 _ERROR_BACKOFF = (1.0, 60.0)
-# The CPU seconds one task's parse or decision may hold the event loop for.
-# The core bounds its own work far below this (milliseconds, `make bench`
-# reports the slowest seen); past it the work is abandoned and reported, and
-# every other task keeps its schedule.
-TIME_BOX_SECONDS = 2.0
+
 
 _EVENT_OF_RESULT = {
     Result.SUCCEEDED: ("Normal", "RunSucceeded"),
@@ -575,8 +571,15 @@ class Scheduler:
         # Replaced Jobs go once the status recording their replacement is written
         # (`record`): deleted before, with the process stopping in between, a run
         # would be gone with no record that it ran, and run again.
+        replaced = []
         for job in plan.delete:
-            jobs[job.name] = replace(job, deleting=True)
+            current = jobs.get(job.name, job)
+            if current.result is not None:
+                # It ended while the runs were created: its result is its record.
+                records = [r for r in records if r.job_name != job.name]
+                continue
+            jobs[job.name] = replace(current, deleting=True)
+            replaced.append(job.name)
         ns = task.ref.namespace
         observed_jobs = [job.with_pod(self.pods.get((ns, job.name))) for job in jobs.values()]
         self._decide_status(
@@ -592,8 +595,8 @@ class Scheduler:
                 run_now_token=plan.run_now_token,
             ),
         )
-        if plan.delete:
-            self._unwritten(task).replaced += [job.name for job in plan.delete]
+        if replaced:
+            self._unwritten(task).replaced += replaced
         if task.unwritten is None:
             await self._expire(task, observed_jobs, task.status)
         task.failures = 0
@@ -730,12 +733,16 @@ class Scheduler:
                 raise
             if _version(body) >= task.version:
                 task.keep(body)
-        task.unwritten = None
+        # Replaced Jobs go now that their replacement is written; one that cannot be
+        # deleted yet stays listed (and the status with it), for the next attempt.
         held = self.jobs.get(key, {})
-        for name in unwritten.replaced:
+        while unwritten.replaced:
+            name = unwritten.replaced[0]
             self._fence(f"deleting Job {name}")
             await self.kube.delete_job(task.ref.namespace, name)
             held.pop(name, None)
+            unwritten.replaced.pop(0)
+        task.unwritten = None
         for event in unwritten.events:
             await self._event(task, *event)
         # Job events kept arriving while the status was decided and written: what

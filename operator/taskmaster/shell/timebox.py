@@ -21,9 +21,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+# The CPU seconds one task's parse or decision may hold the event loop for.
+# The core bounds its own work far below this (milliseconds, `make bench`
+# reports the slowest seen); past it the work is abandoned and reported, and
+# every other task keeps its schedule.
+TIME_BOX_SECONDS = 2.0
 
-class Overrun(Exception):
-    """The boxed work ran past its budget and was abandoned."""
+
+class Overrun(BaseException):
+    """The boxed work ran past its budget and was abandoned.
+
+    A BaseException, like KeyboardInterrupt: the boxed code's own `except
+    Exception` (croniter's errors are caught that way) must not swallow it.
+    """
 
 
 class _Box:

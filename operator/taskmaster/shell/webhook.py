@@ -38,6 +38,7 @@ from taskmaster.shell.certificates import (
 )
 from taskmaster.shell.kube import ApiError, Kube
 from taskmaster.shell.metrics import Metrics
+from taskmaster.shell.timebox import TIME_BOX_SECONDS, Overrun, time_box
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +72,15 @@ def register(
             return
         now = datetime.now(UTC)
         try:
-            spec = parse_task(body, now=now)
-            job = probe_job(body, spec, now=now, worker_image=worker_image)
+            # The same time box as the operator's: a spec too costly to read is refused.
+            with time_box(TIME_BOX_SECONDS):
+                spec = parse_task(body, now=now)
+                job = probe_job(body, spec, now=now, worker_image=worker_image)
             status = None if job is None else await kube.dry_run_job(job, seconds=DRY_RUN_TIMEOUT)
+        except Overrun:
+            verdicts.labels("denied").inc()
+            why = f"spec: reading it took longer than {TIME_BOX_SECONDS:g}s"
+            raise kopf.AdmissionError(why, code=422) from None
         except InvalidSpec as invalid:
             verdicts.labels("denied").inc()
             raise kopf.AdmissionError(denial(invalid.errors), code=422) from None
