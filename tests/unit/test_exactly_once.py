@@ -292,3 +292,16 @@ def test_a_nearest_weekday_in_a_month_too_short_ends_with_the_calendar() -> None
     ]
     with pytest.raises(ScheduleError, match="can never fire"):
         parse_cron("0 0 31W 2 *", ZoneInfo("UTC"), "ns/task")
+
+
+def test_failed_runs_kept_for_their_retry_are_bounded() -> None:
+    retry = {"limit": 1, "backoff": {"initialSeconds": 86400}}
+    spec = state({"every": "1m", "historyLimit": 0, "retry": retry}).spec
+    failed = [
+        job(at(t), result=Result.FAILED, completion_time=at(t + 5)) for t in range(60, 18060, 60)
+    ]
+
+    history = reduce_status({}, Observation(spec, failed, at(18100), 1)).status["history"]
+
+    assert len(history) == 100
+    assert history[0]["jobName"] == failed[-1].name  # the newest are kept

@@ -341,6 +341,11 @@ def _phase(observed: Observation, active: bool, history: Sequence[HistoryEntry])
     return Phase.COMPLETED
 
 
+# Failed runs kept beyond historyLimit for their retry, at most (a status must
+# stay far below etcd's object size limit).
+_MAX_PENDING = 100
+
+
 def _kept(history: list[HistoryEntry], spec: TaskSpec) -> list[HistoryEntry]:
     """The newest `historyLimit` entries; and, beyond them, a failed run whose retry is
     still to come: its entry is the record of that retry (its Job may be gone).
@@ -368,7 +373,8 @@ def _kept(history: list[HistoryEntry], spec: TaskSpec) -> list[HistoryEntry]:
         )
 
     limit = spec.history_limit
-    return history[:limit] + [entry for entry in history[limit:] if pending(entry)]
+    # Bounded, like the history itself: past that many, the oldest are forgotten.
+    return history[:limit] + [entry for entry in history[limit:] if pending(entry)][:_MAX_PENDING]
 
 
 def reduce_status(previous: Mapping[str, Any], observed: Observation) -> StatusUpdate:
