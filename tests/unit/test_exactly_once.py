@@ -305,3 +305,25 @@ def test_failed_runs_kept_for_their_retry_are_bounded() -> None:
 
     assert len(history) == 100
     assert history[0]["jobName"] == failed[-1].name  # the newest are kept
+
+
+def test_run_latest_starts_nothing_older_when_the_latest_already_ran() -> None:
+    # The status was lost with a failover; the latest time's Job exists.
+    latest = job(at(60))
+
+    plan = decide(state({"every": "10s"}, jobs=(latest,), since=at(61)), at(61))
+
+    assert plan.create == []
+    assert missed(plan) == 5
+    assert plan.last_schedule_time == at(60)
+
+
+def test_replace_does_not_start_a_run_older_than_the_active_one() -> None:
+    spec = {"every": "10s", "concurrencyPolicy": "Replace", "missedRunPolicy": "RunAll"}
+    newer = job(at(60))
+
+    plan = decide(state(spec, jobs=(newer,), since=at(61)), at(61))
+
+    assert plan.create == []
+    assert plan.delete == []
+    assert {r.result for r in plan.records} == {Result.REPLACED}

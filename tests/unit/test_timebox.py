@@ -15,9 +15,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from taskmaster.core import schedule
-from taskmaster.core.render import rfc3339
+from taskmaster.core.names import Run
+from taskmaster.core.render import render_job, rfc3339
+from taskmaster.core.status import parse_time
 from taskmaster.shell import scheduler as scheduler_module
 from taskmaster.shell.health import Health
+from taskmaster.shell.kube import ApiError
 from taskmaster.shell.metrics import Metrics
 from taskmaster.shell.scheduler import Scheduler
 from taskmaster.shell.timebox import Overrun, time_box
@@ -177,3 +180,61 @@ def test_healthz_fails_while_the_event_loop_is_blocked() -> None:
         prober.join()
         health.close()
     assert answers[-1][1].startswith("event loop blocked for")
+
+
+class _RecordingKube(_Kube):
+    """The API as the scheduler sees it: the order of its writes, and a status write
+    that fails when asked to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.fail_status = False
+
+    async def create_job(self, manifest: dict[str, Any]) -> bool:
+        self.calls.append(f"create {manifest['metadata']['name']}")
+        return True
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        self.calls.append(f"delete {name}")
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Any:
+        if self.fail_status:
+            raise ApiError(500, "etcd is away")
+        self.calls.append("status")
+        return await super().patch_status(namespace, name, status)
+
+
+def test_a_replaced_job_is_deleted_only_once_its_replacement_is_written() -> None:
+    kube = _RecordingKube()
+    scheduler = Scheduler(cast(Any, kube), Metrics())
+    body = _task({"every": "10s", "concurrencyPolicy": "Replace"})
+    scheduler.task_event("ADDED", body)
+    task = scheduler.tasks["ns/t"]
+    task.parse()
+    assert task.spec is not None
+    created = parse_time(body["metadata"]["creationTimestamp"])
+    assert created is not None
+    older = render_job(task.ref, task.spec, Run(created + timedelta(seconds=10)))
+    older["metadata"]["resourceVersion"] = "2"
+    scheduler.job_event("ADDED", older)
+    older_name = older["metadata"]["name"]
+
+    asyncio.run(scheduler.reconcile("ns/t"))  # a newer time is due: it replaces the older run
+
+    assert kube.calls[0].startswith("create ")
+    assert f"delete {older_name}" not in kube.calls
+    assert not scheduler.jobs["ns/t"][older_name].active  # being replaced
+    kube.fail_status = True
+    with pytest.raises(ApiError):
+        asyncio.run(scheduler.record("ns/t"))
+    assert f"delete {older_name}" not in kube.calls
+    # The replica stops acting before the status is written: the Job is active again.
+    scheduler.forget_unwritten()
+    assert scheduler.jobs["ns/t"][older_name].active
+
+    asyncio.run(scheduler.reconcile("ns/t"))  # decided afresh: the older run is replaced
+    kube.fail_status = False
+    asyncio.run(scheduler.record("ns/t"))
+    assert kube.calls[-2:] == ["status", f"delete {older_name}"]
+    assert older_name not in scheduler.jobs["ns/t"]

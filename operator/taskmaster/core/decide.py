@@ -313,7 +313,10 @@ def decide(state: TaskState, now: datetime) -> Plan:
     for scheduled in due.startable:
         fell_due = due_at(state.task.key, state.spec, scheduled)
         (downtime if fell_due < caught_up_before else regular).append(scheduled)
-    to_run = _catch_up(plan, spec, downtime)
+    newer_dealt_with = bool(downtime) and any(
+        t > downtime[-1] and due_at(state.task.key, spec, t) < caught_up_before for t in dealt_with
+    )
+    to_run = _catch_up(plan, spec, downtime, newer_dealt_with=newer_dealt_with)
     to_run += [(t, Trigger.SCHEDULE) for t in regular]
     for scheduled, trigger in to_run:
         _start(plan, spec, active, Run(scheduled, trigger=trigger))
@@ -421,19 +424,23 @@ def _retries(state: TaskState, now: datetime) -> tuple[list[Run], datetime | Non
 
 
 def _catch_up(
-    plan: Plan, spec: TaskSpec, downtime: list[datetime]
+    plan: Plan, spec: TaskSpec, downtime: list[datetime], *, newer_dealt_with: bool
 ) -> list[tuple[datetime, Trigger]]:
-    """The runs missedRunPolicy starts for times that fell due while no operator acted."""
+    """The runs missedRunPolicy starts for times that fell due while no decision was taken
+    for them; `newer_dealt_with`: a later one of them was dealt with already."""
     if not downtime:
         return []
     policy = spec.missed_run_policy
     if policy is MissedRunPolicy.RUN_ALL:
         return [(t, Trigger.CATCH_UP) for t in downtime]
     if policy is MissedRunPolicy.RUN_LATEST:
-        if len(downtime) > 1:
+        # The latest may be dealt with already (its Job exists): then none of these is it.
+        latest = [] if newer_dealt_with else downtime[-1:]
+        if len(downtime) > len(latest):
             why = "missedRunPolicy RunLatest runs only the latest"
-            plan.records.append(_Missed.of(downtime[:-1]).entry(why, "MissedRunPolicy"))
-        return [(downtime[-1], Trigger.CATCH_UP)]
+            missed = downtime[: len(downtime) - len(latest)]
+            plan.records.append(_Missed.of(missed).entry(why, "MissedRunPolicy"))
+        return [(t, Trigger.CATCH_UP) for t in latest]
     why = "missedRunPolicy Skip runs none of the times missed"
     plan.records.append(_Missed.of(downtime).entry(why, "MissedRunPolicy"))
     return []
@@ -480,6 +487,18 @@ def _start(plan: Plan, spec: TaskSpec, active: list[JobView], run: Run) -> None:
         )
         return
     if policy is ConcurrencyPolicy.REPLACE:
+        newer = [j for j in active if j.run.token is None and j.run.scheduled > run.scheduled]
+        if newer:
+            plan.records.append(
+                HistoryEntry(
+                    scheduled_time=run.scheduled,
+                    result=Result.REPLACED,
+                    trigger=run.trigger,
+                    reason="ConcurrencyPolicyReplace",
+                    message=f"not started: {newer[0].name}, a newer run, is active",
+                )
+            )
+            return
         _replace(plan, active, run.scheduled)
         superseded = [r for r in plan.create if r.trigger is not Trigger.MANUAL]
         for earlier in superseded:
