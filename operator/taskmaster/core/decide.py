@@ -470,46 +470,38 @@ def _replace(plan: Plan, active: list[JobView], newer: datetime, older_only: boo
         )
 
 
+def _unstarted(run: Run, result: Result, reason: str, message: str) -> HistoryEntry:
+    """The history entry of a run that concurrencyPolicy kept from starting."""
+    return HistoryEntry(
+        scheduled_time=run.scheduled,
+        result=result,
+        trigger=run.trigger,
+        reason=reason,
+        message=message,
+    )
+
+
 def _start(plan: Plan, spec: TaskSpec, active: list[JobView], run: Run) -> None:
     running = [job.name for job in active] + [
         f"run at {rfc3339(r.scheduled)}" for r in plan.create if r.trigger is not Trigger.MANUAL
     ]
     policy = spec.concurrency_policy
     if policy is ConcurrencyPolicy.FORBID and running:
-        plan.records.append(
-            HistoryEntry(
-                scheduled_time=run.scheduled,
-                result=Result.SKIPPED,
-                trigger=run.trigger,
-                reason="ConcurrencyPolicyForbid",
-                message=f"not started: {', '.join(running)} still running",
-            )
-        )
+        why = f"not started: {', '.join(running)} still running"
+        plan.records.append(_unstarted(run, Result.SKIPPED, "ConcurrencyPolicyForbid", why))
         return
     if policy is ConcurrencyPolicy.REPLACE:
         newer = [j for j in active if j.run.token is None and j.run.scheduled > run.scheduled]
         if newer:
-            plan.records.append(
-                HistoryEntry(
-                    scheduled_time=run.scheduled,
-                    result=Result.REPLACED,
-                    trigger=run.trigger,
-                    reason="ConcurrencyPolicyReplace",
-                    message=f"not started: {newer[0].name}, a newer run, is active",
-                )
-            )
+            why = f"not started: {newer[0].name}, a newer run, is active"
+            plan.records.append(_unstarted(run, Result.REPLACED, "ConcurrencyPolicyReplace", why))
             return
         _replace(plan, active, run.scheduled)
         superseded = [r for r in plan.create if r.trigger is not Trigger.MANUAL]
         for earlier in superseded:
             plan.create.remove(earlier)
+            why = f"superseded by the run at {rfc3339(run.scheduled)}"
             plan.records.append(
-                HistoryEntry(
-                    scheduled_time=earlier.scheduled,
-                    result=Result.REPLACED,
-                    trigger=earlier.trigger,
-                    reason="ConcurrencyPolicyReplace",
-                    message=f"superseded by the run at {rfc3339(run.scheduled)}",
-                )
+                _unstarted(earlier, Result.REPLACED, "ConcurrencyPolicyReplace", why)
             )
     plan.create.append(run)
