@@ -6,12 +6,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import urllib3
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
+from taskmaster.core.render import rfc3339
 from tests.support.wait import until, watch_until
 
 GROUP, VERSION, PLURAL = "taskmaster.dev", "v1", "scheduledtasks"
@@ -36,6 +38,21 @@ def job_template(duration: str = "100ms", exit_code: int = 0, message: str = "")
                 },
             },
         }
+    }
+
+
+def task_object(spec: dict[str, Any], created: datetime) -> dict[str, Any]:
+    """A ScheduledTask `ns/t` as the API would hand it to the operator, for unit tests."""
+    return {
+        "metadata": {
+            "namespace": "ns",
+            "name": "t",
+            "uid": "uid",
+            "generation": 1,
+            "resourceVersion": "1",
+            "creationTimestamp": rfc3339(created),
+        },
+        "spec": spec,
     }
 
 

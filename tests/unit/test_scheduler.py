@@ -14,6 +14,7 @@ from taskmaster.core.names import Run, TaskRef
 from taskmaster.core.render import render_job, rfc3339
 from taskmaster.shell.metrics import Metrics
 from taskmaster.shell.scheduler import Scheduler, Task
+from tests.support.tasks import task_object
 
 
 def test_only_an_acting_scheduler_can_stall() -> None:
@@ -111,17 +112,9 @@ def test_a_job_that_finishes_while_the_status_is_written_is_recorded_not_deleted
     scheduler = Scheduler(cast(Any, kube), Metrics())
     created = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
     ref = TaskRef("ns", "t", "uid")
-    task = {
-        "metadata": {
-            "namespace": "ns",
-            "name": "t",
-            "uid": "uid",
-            "generation": 1,
-            "resourceVersion": "1",
-            "creationTimestamp": rfc3339(created),
-        },
-        "spec": {"every": "1h", "jobTemplate": {"spec": {"template": {"spec": {}}}}},
-    }
+    task = task_object(
+        {"every": "1h", "jobTemplate": {"spec": {"template": {"spec": {}}}}}, created
+    )
     scheduler.task_event("ADDED", task)
     scheduler.tasks["ns/t"].parse()
     spec = scheduler.tasks["ns/t"].spec

@@ -16,7 +16,7 @@ import pytest
 
 from taskmaster.core import schedule
 from taskmaster.core.names import Run
-from taskmaster.core.render import render_job, rfc3339
+from taskmaster.core.render import render_job
 from taskmaster.core.status import parse_time
 from taskmaster.shell import scheduler as scheduler_module
 from taskmaster.shell.health import Health
@@ -25,6 +25,7 @@ from taskmaster.shell.metrics import Metrics
 from taskmaster.shell.scheduler import Scheduler
 from taskmaster.shell.timebox import Overrun, time_box
 from tests.support.operator import free_port
+from tests.support.tasks import task_object
 from tests.support.wait import until
 
 
@@ -74,17 +75,7 @@ class _Kube:
 
 def _task(spec: dict[str, Any]) -> dict[str, Any]:
     created = datetime.now(UTC) - timedelta(minutes=1)
-    return {
-        "metadata": {
-            "namespace": "ns",
-            "name": "t",
-            "uid": "uid",
-            "generation": 1,
-            "resourceVersion": "1",
-            "creationTimestamp": rfc3339(created),
-        },
-        "spec": {**spec, "task": {"container": {"image": "busybox"}}},
-    }
+    return task_object({**spec, "task": {"container": {"image": "busybox"}}}, created)
 
 
 def _overruns(metrics: Metrics, operation: str) -> float:
