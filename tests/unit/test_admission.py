@@ -194,7 +194,8 @@ def test_the_probe_job_is_the_rendered_job_without_its_owner_or_a_run_s_name() -
     assert job["metadata"]["labels"]["team"] == "a"
     assert job["metadata"]["labels"][LABEL_TASK] == "t"
     assert "ownerReferences" not in job["metadata"]
-    assert job["spec"]["template"]["spec"]["containers"] == [{"name": "m", "image": "x"}]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert (container["name"], container["image"]) == ("m", "x")
 
 
 def test_a_task_without_a_uid_still_renders() -> None:

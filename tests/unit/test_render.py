@@ -102,7 +102,7 @@ def test_container_task_job() -> None:
     assert container["image"] == "busybox:1.36"
     assert container["command"] == ["sh", "-c"]
     assert container["args"] == ["echo hi"]
-    assert container["env"] == [{"name": "A", "value": "b"}]
+    assert container["env"][0] == {"name": "A", "value": "b"}
     assert container["resources"] == {"requests": {"cpu": "10m"}}
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert pod["spec"]["restartPolicy"] == "Never"
@@ -131,8 +131,13 @@ def test_job_template_is_used_as_is_with_metadata_merged() -> None:
     assert job["spec"]["backoffLimit"] == 2
     assert "activeDeadlineSeconds" not in job["spec"]
     pod = job["spec"]["template"]
-    assert pod["metadata"]["annotations"] == {"sim.taskmaster.dev/duration": "1s"}
-    assert pod["spec"] == template["spec"]["template"]["spec"]
+    assert pod["metadata"]["annotations"] == {
+        "sim.taskmaster.dev/duration": "1s",
+        "taskmaster.dev/scheduled-at": "2026-05-01T12:00:05Z",
+    }
+    (container,) = pod["spec"]["containers"]
+    assert {k: v for k, v in container.items() if k != "env"} == {"name": "x", "image": "y"}
+    assert pod["spec"]["restartPolicy"] == "OnFailure"
     assert template["metadata"]["labels"]["taskmaster.dev/task"] == "spoofed", "input not mutated"
 
 
@@ -169,12 +174,10 @@ def test_http_task_job_runs_the_worker_hardened() -> None:
     ]
     assert "Authorization: $(TASKMASTER_HEADER_0)" in container["args"]
     assert "X-Plain: 1" in container["args"]
-    assert container["env"] == [
-        {
-            "name": "TASKMASTER_HEADER_0",
-            "valueFrom": {"secretKeyRef": {"name": "hook", "key": "token"}},
-        }
-    ]
+    assert container["env"][0] == {
+        "name": "TASKMASTER_HEADER_0",
+        "valueFrom": {"secretKeyRef": {"name": "hook", "key": "token"}},
+    }
     assert container["securityContext"]["runAsNonRoot"] is True
     assert "--heartbeat-file" in container["args"]
     probe = container["livenessProbe"]["exec"]["command"]
@@ -185,3 +188,57 @@ def test_http_task_job_runs_the_worker_hardened() -> None:
     assert pod["automountServiceAccountToken"] is False
     with pytest.raises(ValueError, match="--worker-image"):
         render_job(TASK, spec, Run(SCHEDULED))
+
+
+def run_variables(container: dict[str, Any]) -> dict[str, str]:
+    return {
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in container.get("env", [])
+        if e["name"].startswith("TASKMASTER_") and "fieldRef" in e.get("valueFrom", {})
+    }
+
+
+def test_every_container_of_a_run_knows_its_scheduled_time_attempt_and_trigger() -> None:
+    template = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "initContainers": [{"name": "setup", "image": "y"}],
+                    "containers": [
+                        {"name": "main", "image": "y", "env": [{"name": "KEEP", "value": "1"}]},
+                        {"name": "side", "image": "y"},
+                    ],
+                }
+            }
+        }
+    }
+    spec = spec_of({"schedule": "* * * * *", "jobTemplate": template})
+
+    job = render_job(TASK, spec, Run(SCHEDULED, attempt=2, trigger=Trigger.RETRY))
+
+    pod = job["spec"]["template"]
+    expected = {
+        "TASKMASTER_SCHEDULED_TIME": "metadata.annotations['taskmaster.dev/scheduled-at']",
+        "TASKMASTER_ATTEMPT": "metadata.labels['taskmaster.dev/attempt']",
+        "TASKMASTER_TRIGGER": "metadata.labels['taskmaster.dev/trigger']",
+    }
+    containers = pod["spec"]["initContainers"] + pod["spec"]["containers"]
+    assert [run_variables(c) for c in containers] == [expected] * 3
+    assert containers[1]["env"][0] == {"name": "KEEP", "value": "1"}
+    # What the fields point at: the pod's own metadata says this run.
+    assert pod["metadata"]["annotations"]["taskmaster.dev/scheduled-at"] == "2026-05-01T12:00:05Z"
+    assert pod["metadata"]["labels"]["taskmaster.dev/attempt"] == "2"
+    assert pod["metadata"]["labels"]["taskmaster.dev/trigger"] == "retry"
+
+
+def test_a_variable_the_template_sets_itself_is_left_as_it_is() -> None:
+    own = {"name": "TASKMASTER_TRIGGER", "value": "mine"}
+    template = {
+        "spec": {"template": {"spec": {"containers": [{"name": "x", "image": "y", "env": [own]}]}}}
+    }
+    spec = spec_of({"schedule": "* * * * *", "jobTemplate": template})
+
+    (container,) = render_job(TASK, spec, Run(SCHEDULED))["spec"]["template"]["spec"]["containers"]
+
+    assert [e for e in container["env"] if e["name"] == "TASKMASTER_TRIGGER"] == [own]
+    assert set(run_variables(container)) == {"TASKMASTER_SCHEDULED_TIME", "TASKMASTER_ATTEMPT"}

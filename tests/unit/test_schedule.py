@@ -161,18 +161,28 @@ def test_fall_back_repeated_times_fire_once_at_the_first_occurrence() -> None:
     ]
 
 
-def test_fall_back_hourly_does_not_double_run() -> None:
-    assert fires("0 * * * *", utc(2026, 11, 1, 3, 30), 3, "America/New_York") == [
+def test_fall_back_hourly_runs_every_real_hour() -> None:
+    # The hour field is `*`: interval-style, it follows elapsed time.
+    assert fires("0 * * * *", utc(2026, 11, 1, 3, 30), 4, "America/New_York") == [
         utc(2026, 11, 1, 4),  # 00:00 EDT
-        utc(2026, 11, 1, 5),  # 01:00 EDT; 01:00 EST (06:00 UTC) is a repeat
+        utc(2026, 11, 1, 5),  # 01:00 EDT
+        utc(2026, 11, 1, 6),  # 01:00 EST, the second pass: an hour later
         utc(2026, 11, 1, 7),  # 02:00 EST
     ]
 
 
-def test_starting_inside_the_repeated_hour_skips_its_repeats() -> None:
-    # 06:10 UTC is 01:10 EST, the second pass of 01:10; 01:30 already fired as EDT.
-    assert fires("*/30 * * * *", utc(2026, 11, 1, 6, 10), 1, "America/New_York") == [
-        utc(2026, 11, 1, 7, 0)
+def test_starting_inside_the_repeated_hour_interval_style_runs_its_second_pass() -> None:
+    # 06:10 UTC is 01:10 EST, the second pass of 01:10.
+    assert fires("*/30 * * * *", utc(2026, 11, 1, 6, 10), 2, "America/New_York") == [
+        utc(2026, 11, 1, 6, 30),  # 01:30 EST
+        utc(2026, 11, 1, 7, 0),  # 02:00 EST
+    ]
+
+
+def test_starting_inside_the_repeated_hour_fixed_time_skips_its_repeats() -> None:
+    # 01:30 already fired as EDT; the hour field names hour 1 only: fixed-time.
+    assert fires("*/30 1 * * *", utc(2026, 11, 1, 6, 10), 1, "America/New_York") == [
+        utc(2026, 11, 2, 6, 0)  # 01:00 EST the next day
     ]
 
 

@@ -152,6 +152,30 @@ def _http_job_spec(http: HttpTask, worker_image: str) -> dict[str, Any]:
     }
 
 
+# Every container of a run reads its run from the pod's own metadata (the
+# downward API), so a jobTemplate gets them too, unchanged otherwise.
+RUN_ENVIRONMENT = {
+    "TASKMASTER_SCHEDULED_TIME": f"metadata.annotations['{ANNOTATION_SCHEDULED_AT}']",
+    "TASKMASTER_ATTEMPT": f"metadata.labels['{LABEL_ATTEMPT}']",
+    "TASKMASTER_TRIGGER": f"metadata.labels['{LABEL_TRIGGER}']",
+}
+
+
+def _with_run_environment(pod_spec: dict[str, Any]) -> None:
+    """Add the run's variables to every container that does not set them itself."""
+    for kind in ("initContainers", "containers"):
+        for container in pod_spec.get(kind) or ():
+            if not isinstance(container, dict):
+                continue
+            env = container.setdefault("env", [])
+            given = {variable.get("name") for variable in env if isinstance(variable, dict)}
+            env += [
+                {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+                for name, path in RUN_ENVIRONMENT.items()
+                if name not in given
+            ]
+
+
 def render_job(
     task: TaskRef, spec: TaskSpec, run: Run, *, worker_image: str | None = None
 ) -> dict[str, Any]:
@@ -175,6 +199,11 @@ def render_job(
         job_spec["activeDeadlineSeconds"] = spec.timeout_seconds
     pod_metadata = job_spec.setdefault("template", {}).setdefault("metadata", {})
     pod_metadata["labels"] = {**(pod_metadata.get("labels") or {}), **labels}
+    pod_metadata["annotations"] = {
+        **(pod_metadata.get("annotations") or {}),
+        ANNOTATION_SCHEDULED_AT: rfc3339(run.scheduled),
+    }
+    _with_run_environment(job_spec["template"].setdefault("spec", {}))
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -6,8 +6,11 @@ mapped to instants by the contract's DST rules:
 
 - a wall-clock time that does not exist (the spring-forward gap) fires once,
   at the first instant after the gap;
-- a wall-clock time that occurs twice (fall-back) fires once, at its first
-  occurrence;
+- a fixed-time expression (its hour field names some hours) fires at a
+  wall-clock time that occurs twice (fall-back) once, at its first occurrence;
+- an interval-style expression (its hour field matches every hour: `*`,
+  `*/1`, `0-23`) follows elapsed time, as Vixie/ISC cron does: it fires in
+  both passes of a repeated hour, since each pass is real time that passes;
 - two wall-clock times that map to the same instant fire once.
 """
 
@@ -18,7 +21,7 @@ import copy
 import hashlib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from functools import cached_property, lru_cache
@@ -137,6 +140,8 @@ class Cron:
     # When day-of-month and day-of-week are both restricted: the two expressions
     # whose union it fires at (the classic rule, kept for `L`, `W` and `#` too).
     union: tuple[str, ...] = ()
+    # Its hour field matches every hour: it follows elapsed time across a change.
+    interval_style: bool = False
 
     @property
     def with_seconds(self) -> bool:
@@ -174,39 +179,113 @@ def _parsed(cron: Cron) -> tuple[croniter, ...]:
 @lru_cache(maxsize=4096)
 def _next_fire(cron: Cron, after: datetime) -> datetime | None:
     """The first fire instant strictly after `after`; None if there is none."""
+    next_fire_of = _next_elapsed_fire_of if cron.interval_style else _next_fire_of
     fires = [
         fire
         for part, parsed in zip(cron.parts, _parsed(cron), strict=True)
-        if (fire := _next_fire_of(parsed, _nearest_weekday_day(part, cron), cron.zone, after))
+        if (fire := next_fire_of(parsed, _nearest_weekday_day(part, cron), cron.zone, after))
     ]
     return min(fires, default=None)
 
 
-def _next_fire_of(
-    parsed: croniter, nearest_weekday_of: int | None, zone: ZoneInfo, after: datetime
-) -> datetime | None:
+def _walls(parsed: croniter, nearest_weekday_of: int | None, after: datetime) -> Iterator[datetime]:
+    """The wall-clock times (naive) the expression matches strictly after the naive `after`,
+    up to the end of the calendar the contract schedules in."""
     # A shallow copy has its own position; the parsed fields it shares are
     # only read (croniter copies them before any change).
     walls = copy.copy(parsed)
-    walls.set_current(after.astimezone(zone).replace(tzinfo=None, microsecond=0), force=True)
+    walls.set_current(after.replace(microsecond=0), force=True)
     while True:
         try:
             wall = walls.get_next(datetime)
         except (CroniterBadDateError, ValueError, OverflowError):
             # No match within its horizon, or none before the end of the calendar.
-            return None
+            return
         if wall.year >= MAX_TIME.year:
-            return None  # the end of the calendar the contract schedules in
+            return
         if (
             nearest_weekday_of
             and calendar.monthrange(wall.year, wall.month)[1] < nearest_weekday_of
         ):
             continue  # `31W` in a month without a 31st: no day is nearest to it
+        yield wall
+
+
+def _next_fire_of(
+    parsed: croniter, nearest_weekday_of: int | None, zone: ZoneInfo, after: datetime
+) -> datetime | None:
+    """Fixed-time: each wall-clock time fires once (see the module's rules)."""
+    for wall in _walls(parsed, nearest_weekday_of, after.astimezone(zone).replace(tzinfo=None)):
         instant = to_instant(wall, zone)
         # A wall time in the repeated hour, or one in a gap already fired, maps
         # to an instant not after the last one: it fires only once.
         if instant > after:
             return instant
+    return None
+
+
+# No zone changes its offset twice within this (tzdata's closest pair since
+# 1970 is weeks apart), and none shifts by more: a step that finds each change.
+_OFFSET_STEP = timedelta(days=1)
+# The changes one search crosses before it gives up (a bound, not a case: a
+# search crosses one or two; a rare day-of-month and weekday pair, a few dozen).
+_MAX_CHANGES = 64
+
+
+def _next_elapsed_fire_of(
+    parsed: croniter, nearest_weekday_of: int | None, zone: ZoneInfo, after: datetime
+) -> datetime | None:
+    """Interval-style: the first instant after `after` whose wall-clock time matches, in
+    whichever pass of the clock it falls; matches in a gap fire once, when it ends.
+
+    Between two offset changes wall time and instants map one to one: the
+    search finds the next match under the offset in force, and if an offset
+    change comes first, goes on from it under the new offset (from the wall
+    time the clock shows then: after a fall-back that is the repeated hour
+    again)."""
+    position = after
+    offset = _offset(zone, after)
+    wall = after + offset  # as a naive wall time below
+    for _ in range(_MAX_CHANGES):
+        match = next(_walls(parsed, nearest_weekday_of, wall.replace(tzinfo=None)), None)
+        if match is None:
+            return None
+        candidate = match.replace(tzinfo=UTC) - offset
+        change = _offset_change(zone, position, candidate, offset)
+        if change is None:
+            return candidate
+        new_offset = _offset(zone, change)
+        if new_offset > offset and match.replace(tzinfo=UTC) < change + new_offset:
+            return change  # the match is in the gap the change opens
+        position, offset = change, new_offset
+        # Matches from the wall time the clock shows at the change, inclusive.
+        wall = change + new_offset - timedelta(seconds=1)
+    return None
+
+
+def _offset(zone: ZoneInfo, instant: datetime) -> timedelta:
+    offset = instant.astimezone(zone).utcoffset()
+    return offset if offset is not None else timedelta()
+
+
+def _offset_change(
+    zone: ZoneInfo, after: datetime, until: datetime, offset: timedelta
+) -> datetime | None:
+    """The first instant in (after, until] whose offset is not `offset`, to the second."""
+    start = after
+    while start < until:
+        end = min(start + _OFFSET_STEP, until)
+        if _offset(zone, end) != offset:
+            before = start
+            while end - before > timedelta(seconds=1):
+                middle = (before + (end - before) / 2).replace(microsecond=0)
+                if _offset(zone, middle) != offset:
+                    end = middle
+                else:
+                    before = middle
+            return end
+        start = end
+    return None
 
 
 def _nearest_weekday_day(part: str, cron: Cron) -> int | None:
@@ -249,6 +328,27 @@ Schedule = Cron | Every | RunAt
 
 
 _FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week")
+# The forms each field takes (the contract's, docs/schedules.md): anything else is
+# refused with what the field does take, before croniter reads it.
+_VALUE = r"(\d+|[A-Za-z]{3})"
+_COMMON = rf"(\*|H|H\(\d+-\d+\)|{_VALUE}(-{_VALUE})?)(/\d+)?"
+_FORMS = {
+    "second": (_COMMON, "numbers, ranges (a-b), steps (*/n, a-b/n), lists and H"),
+    "minute": (_COMMON, "numbers, ranges (a-b), steps (*/n, a-b/n), lists and H"),
+    "hour": (_COMMON, "numbers, ranges (a-b), steps (*/n, a-b/n), lists and H"),
+    "day-of-month": (
+        rf"{_COMMON}|\?|L|\d+W",
+        "numbers, ranges, steps, lists, H, ? (any day), L (the last day of the month)"
+        " and nW (the weekday nearest day n, within its month)",
+    ),
+    "month": (_COMMON, "numbers 1-12 or JAN-DEC, ranges, steps, lists and H"),
+    "day-of-week": (
+        rf"{_COMMON}|\?|{_VALUE}#[1-5]",
+        "numbers 0-7 or SUN-SAT, ranges, steps, lists, H, ? (any day)"
+        " and d#n (the nth weekday d of the month, like 5#2);"
+        " L and W belong to day-of-month (dL, the last weekday d, is not supported)",
+    ),
+}
 _EQUAL_ENDS = re.compile(r"([^-/]+)-([^-/]+)(/.*)?")
 # Jenkins' rule: a hashed day of the month is one every month has.
 _HASHED_DAYS = 28
@@ -274,6 +374,12 @@ def _normalized(fields: list[str], hash_key: str) -> list[str]:
                     f"the {name} field {value!r} uses R (random), which is not supported:"
                     " use H for a value spread per task and stable"
                 )
+            form, supported = _FORMS[name]
+            if not re.fullmatch(form, upper):
+                raise ScheduleError(
+                    f"the {name} field {value!r} has {given!r}, a form that is not"
+                    f" supported; the {name} field takes {supported}"
+                )
             ends = _EQUAL_ENDS.fullmatch(element)
             if ends and ends[1].upper() == ends[2].upper():
                 element = ends[1]
@@ -298,6 +404,12 @@ def _union(fields: list[str]) -> tuple[str, ...]:
     return (" ".join(by_day), " ".join(by_weekday))
 
 
+def _every_hour(parsed: croniter) -> bool:
+    """Whether the hour field matches every hour (`*`, `*/1`, `0-23`, a list of all)."""
+    hours = parsed.expanded[-4]
+    return hours == ["*"] or set(hours) == set(range(24))
+
+
 def parse_cron(expression: str, zone: ZoneInfo, hash_key: str) -> Cron:
     """Validate a cron expression; raise ScheduleError with the reason if it is unusable."""
     text = " ".join(expression.split())
@@ -314,6 +426,7 @@ def parse_cron(expression: str, zone: ZoneInfo, hash_key: str) -> Cron:
     text = " ".join(fields)
     cron = Cron(text, zone, hash_key if _HASHED.search(text) else "", _union(fields))
     try:
+        cron = replace(cron, interval_style=_every_hour(_parsed(cron)[0]))
         first = next(cron.times(datetime(2000, 1, 1, tzinfo=UTC)), None)
     except CroniterBadCronError as error:
         raise ScheduleError(f"{text!r} is not a valid cron expression: {error}") from None
@@ -325,7 +438,7 @@ def parse_cron(expression: str, zone: ZoneInfo, hash_key: str) -> Cron:
             f"{text!r} is not a valid cron expression: {type(error).__name__}: {error}"
         ) from None
     if first is None:
-        raise ScheduleError(f"{text!r} can never fire (no matching date)")
+        raise ScheduleError(f"{text!r} can never fire: no date matches it")
     return cron
 
 
