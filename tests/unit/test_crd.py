@@ -10,10 +10,10 @@ import yaml
 
 CRD = Path(__file__).parents[2] / "crds" / "scheduledtasks.taskmaster.dev.yaml"
 SPEC_FIELDS = {
-    "schedule", "runAt", "every", "timeZone", "startAt", "endAt", "maxRuns", "jitterSeconds",
+    "schedule", "schedules", "runAt", "every", "timeZone", "startAt", "endAt", "maxRuns", "jitterSeconds",
     "suspend", "concurrencyPolicy", "startingDeadlineSeconds", "missedRunPolicy",
     "timeoutSeconds", "retry", "successfulJobsHistoryLimit", "failedJobsHistoryLimit",
-    "historyLimit", "jobTemplate", "task",
+    "historyLimit", "stopAfterConsecutiveFailures", "jobTemplate", "task",
 }  # fmt: skip
 STATUS_FIELDS = {
     "phase", "nextRunTime", "lastScheduleTime", "lastSuccessfulTime", "lastFailureTime",

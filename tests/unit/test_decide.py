@@ -352,3 +352,41 @@ def test_no_retry_without_a_limit_or_while_suspended() -> None:
     assert decide(state({"every": "1h"}, cursor=at(3600), jobs=jobs), at(4000)).create == []
     suspended = {**RETRYING, "suspend": True}
     assert decide(state(suspended, cursor=at(3600), jobs=jobs), at(4000)).create == []
+
+
+def ended(scheduled: datetime, result: Result, name: str) -> JobView:
+    return JobView(
+        name=name, run=Run(scheduled), completion_time=scheduled + timedelta(seconds=1), result=result
+    )
+
+
+def test_a_task_stopped_after_consecutive_failures_starts_no_scheduled_run() -> None:
+    spec = {"every": "10s", "stopAfterConsecutiveFailures": 2}
+    stopped = replace(state(spec, cursor=at(20), token="t1"), consecutive_failures=2)
+
+    plan = decide(stopped, at(30.5))
+
+    assert [run.trigger for run in plan.create] == [Trigger.MANUAL]  # run-now still runs
+    assert plan.next_run_time is None
+    assert plan.last_schedule_time == at(30)  # the time passed while stopped is not a run
+
+
+def test_the_failure_that_reaches_the_limit_stops_the_task_before_its_record() -> None:
+    spec = {"every": "10s", "stopAfterConsecutiveFailures": 2}
+    jobs = (ended(at(10), Result.FAILED, "task-a"), ended(at(20), Result.FAILED, "task-b"))
+
+    plan = decide(replace(state(spec, cursor=at(20), jobs=jobs)), at(30.5))
+
+    assert plan.create == []
+    assert plan.next_run_time is None
+
+
+def test_a_resumed_task_goes_on_from_now_without_catching_up() -> None:
+    spec = {"every": "10s", "stopAfterConsecutiveFailures": 2}
+    resumed = replace(state(spec, cursor=at(20)), consecutive_failures=0, was_stopped=True)
+
+    plan = decide(resumed, at(90.5))
+
+    assert plan.create == []
+    assert plan.last_schedule_time == at(90)
+    assert plan.next_run_time == at(100)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 import pytest
@@ -141,8 +142,11 @@ def test_backoff_delays_grow_to_the_cap() -> None:
         ({"schedule": "61 * * * *"}, "spec.schedule: '61 * * * *' is not a valid cron"),
         ({"schedule": "0 0 30 2 *"}, "spec.schedule: '0 0 30 2 *' can never fire"),
         ({"schedule": "* * * * *", "timeZone": "Mars/Olympus"}, "spec.timeZone: 'Mars/Olympus'"),
-        ({"schedule": "* * * * *", "every": "5m"}, "spec: exactly one of schedule, runAt, every"),
-        ({}, "spec: exactly one of schedule, runAt, every is required"),
+        (
+            {"schedule": "* * * * *", "every": "5m"},
+            "spec: exactly one of schedule, schedules, runAt, every",
+        ),
+        ({}, "spec: exactly one of schedule, schedules, runAt, every is required"),
         ({"every": "0.5s"}, "spec.every: '0.5s' is shorter than the minimum of 1s"),
         ({"every": "5"}, "spec.every: '5' is not a duration"),
         ({"runAt": "tomorrow"}, "spec.runAt: 'tomorrow' is not an RFC 3339 time"),
@@ -163,6 +167,27 @@ def test_backoff_delays_grow_to_the_cap() -> None:
         ({"every": "1m", "suspend": "yes"}, "spec.suspend: must be true or false"),
         ({"every": "1m", "timeoutSeconds": 0}, "spec.timeoutSeconds: must be at least 1"),
         ({"every": "1m", "historyLimit": 1000}, "spec.historyLimit: must be at most 100"),
+        ({"schedule": "@daily", "timeZone": ""}, "spec.timeZone: must not be empty"),
+        ({"schedule": "0 0 * * 5L"}, "spec.schedule: the day-of-week field '5L' has '5L'"),
+        ({"schedule": "0 0 L-2 * *"}, "spec.schedule: the day-of-month field 'L-2'"),
+        ({"schedule": "0 0 LW * *"}, "spec.schedule: the day-of-month field 'LW'"),
+        ({"schedule": "0 0 * * L"}, "spec.schedule: the day-of-week field 'L'"),
+        ({"schedule": "0 ? * * *"}, "spec.schedule: the hour field '?'"),
+        ({"schedules": []}, "spec.schedules: must be a list of at least one"),
+        ({"schedules": [{"schedule": "@daily"}] * 11}, "spec.schedules: must have at most 10"),
+        ({"schedules": [{"schedule": "@daily"}, "x"]}, "spec.schedules[1]: must be an object"),
+        (
+            {"schedules": [{"schedule": "@daily"}, {"schedule": "0 0 30 2 *"}]},
+            "spec.schedules[1].schedule: '0 0 30 2 *' can never fire",
+        ),
+        (
+            {"schedules": [{"schedule": "@daily", "timeZone": ""}]},
+            "spec.schedules[0].timeZone: must not be empty",
+        ),
+        (
+            {"every": "1m", "stopAfterConsecutiveFailures": 0},
+            "spec.stopAfterConsecutiveFailures: must be at least 1",
+        ),
         (
             {"every": "1m", "startAt": "2026-06-01T00:00:00Z", "endAt": "2026-05-01T00:00:00Z"},
             "spec.endAt: must be after startAt",
@@ -215,3 +240,59 @@ def test_long_names_are_refused() -> None:
     assert errors({"every": "1m", **CONTAINER}, name="a" * 254) == [
         "metadata.name: must be at most 253 characters"
     ]
+
+
+def test_several_schedules_run_at_the_union_of_their_times_once_per_instant() -> None:
+    spec = parse(
+        {
+            "schedules": [
+                {"schedule": "0 9 * * *", "timeZone": "Europe/Paris"},
+                {"schedule": "0 8 * * *"},  # the task's zone, here UTC
+                {"schedule": "0 7 * * *"},  # 09:00 in Paris in May: the same instant
+            ],
+            **CONTAINER,
+        }
+    )
+
+    assert list(islice(spec.timeline.times(), 3)) == [
+        datetime(2026, 5, 2, 7, tzinfo=UTC),
+        datetime(2026, 5, 2, 8, tzinfo=UTC),
+        datetime(2026, 5, 3, 7, tzinfo=UTC),
+    ]
+
+
+def test_an_entry_without_a_zone_follows_the_task_s() -> None:
+    spec = parse({"schedules": [{"schedule": "0 9 * * *"}], "timeZone": "Asia/Tokyo", **CONTAINER})
+
+    assert spec.timeline.next() == datetime(2026, 5, 2, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("expression", "first_times"),
+    [
+        # Hand-checked on the 2027 calendar.
+        ("0 0 L * *", ["2027-01-31", "2027-02-28", "2027-03-31", "2027-04-30"]),
+        ("0 0 L 2 *", ["2027-02-28", "2028-02-29", "2029-02-28"]),
+        ("0 0 * * 5#2", ["2027-01-08", "2027-02-12", "2027-03-12", "2027-04-09"]),
+        ("0 0 * * FRI#2", ["2027-01-08", "2027-02-12"]),
+        ("0 0 * * 1#5", ["2027-03-29", "2027-05-31", "2027-08-30", "2027-11-29"]),
+        # 15 May 2027 is a Saturday (the Friday before), 15 August a Sunday (the Monday after).
+        ("0 0 15W 5,8 *", ["2027-05-14", "2027-08-16"]),
+        # 1 May 2027 is a Saturday: the nearest weekday within May is Monday the 3rd,
+        # never Friday 30 April.
+        ("0 0 1W 5 *", ["2027-05-03", "2028-05-01"]),
+        # 31 October 2027 is a Sunday: Friday the 29th, not Monday 1 November.
+        ("0 0 31W 10 *", ["2027-10-29", "2028-10-31"]),
+        # 31W runs only in months with a 31st.
+        ("0 0 31W * *", ["2027-01-29", "2027-03-31", "2027-05-31", "2027-07-30"]),
+        ("0 0 ? * MON", ["2027-01-04", "2027-01-11"]),
+        ("0 0 1 JAN-MAR ?", ["2027-01-01", "2027-02-01", "2027-03-01", "2028-01-01"]),
+        ("0 0 * * SUN", ["2027-01-03", "2027-01-10"]),
+        ("0 0 * * 7", ["2027-01-03", "2027-01-10"]),  # 7 is Sunday too
+    ],
+)
+def test_cron_l_w_hash_question_mark_and_names(expression: str, first_times: list[str]) -> None:
+    spec = parse({"schedule": expression, "startAt": "2027-01-01T00:00:00Z", **CONTAINER})
+
+    times = [t.date().isoformat() for t in islice(spec.timeline.times(), len(first_times))]
+    assert times == first_times

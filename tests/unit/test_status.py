@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from taskmaster.core.status import (
     PodOutcome,
     Result,
     expired_jobs,
+    failure_streak,
     reduce_status,
     same_status,
 )
@@ -211,7 +213,7 @@ def test_invalid_spec_shows_the_message() -> None:
 
     ready = {c["type"]: c for c in status["conditions"]}["Ready"]
     assert ready["reason"] == "InvalidSpec"
-    assert "spec: exactly one of schedule, runAt, every" in ready["message"]
+    assert "spec: exactly one of schedule, schedules, runAt, every" in ready["message"]
 
 
 def test_an_invalid_spec_keeps_the_schedule_cursor_and_the_handled_run_now_token() -> None:
@@ -279,3 +281,49 @@ def test_the_pod_s_story_becomes_the_history_message() -> None:
     ).message == ('{"status": 200}')
     assert succeeded.with_pod(PodOutcome.from_pod(pod(0, "Completed"))).message == ""
     assert view(10).with_pod(PodOutcome.from_pod(pod(3))) == view(10)
+
+
+def failed(scheduled: float, attempt: int = 1) -> JobView:
+    return JobView(
+        name=f"t-{int(at(scheduled).timestamp())}",
+        run=Run(at(scheduled), attempt),
+        completion_time=at(scheduled + 1),
+        result=Result.FAILED,
+    )
+
+
+def test_consecutive_failed_runs_stop_the_task_with_phase_condition_and_count() -> None:
+    spec = spec_of(stopAfterConsecutiveFailures=2)
+    first = reduce_status({}, observe([failed(10)], spec=spec, generation=1)).status
+    assert (first["phase"], first["consecutiveFailures"]) == ("Scheduled", 1)
+
+    second = reduce_status(first, observe([failed(10), failed(20)], spec=spec, generation=1))
+
+    status = second.status
+    assert (status["phase"], status["consecutiveFailures"]) == ("Stopped", 2)
+    ready = {c["type"]: c for c in status["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "StoppedAfterFailures")
+    assert "stopped after 2 consecutive failed runs" in ready["message"]
+    assert "taskmaster.dev/resume" in ready["message"]
+
+
+def test_a_success_resets_the_count_and_a_retried_failure_counts_once() -> None:
+    spec = spec_of(stopAfterConsecutiveFailures=3, retry={"limit": 1})
+    succeeded = replace(failed(30), result=Result.SUCCEEDED)
+    jobs = [failed(10), failed(20), replace(failed(20, 2), name="t-x-2"), succeeded]
+
+    status = reduce_status({}, observe(jobs, spec=spec, generation=1)).status
+
+    assert "consecutiveFailures" not in status or status["consecutiveFailures"] is None
+    # Only the run at 20 failed for good (its second attempt); 10's retry is to come.
+    before_success = reduce_status({}, observe(jobs[:3], spec=spec, generation=1)).status
+    assert before_success["consecutiveFailures"] == 1
+
+
+def test_a_spec_change_or_a_new_resume_token_resets_the_count() -> None:
+    previous = {"observedGeneration": 1, "consecutiveFailures": 3, "resumeToken": "a"}
+
+    assert failure_streak(previous, generation=1, resume_token="a") == 3
+    assert failure_streak(previous, generation=2, resume_token="a") == 0
+    assert failure_streak(previous, generation=1, resume_token="b") == 0
+    assert failure_streak(previous, generation=1, resume_token=None) == 3

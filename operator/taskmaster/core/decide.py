@@ -29,7 +29,7 @@ from taskmaster.core.names import Run, TaskRef, Trigger, job_name
 from taskmaster.core.render import rfc3339
 from taskmaster.core.schedule import WALK_STEPS, jitter
 from taskmaster.core.spec import ConcurrencyPolicy, MissedRunPolicy, TaskSpec
-from taskmaster.core.status import HistoryEntry, JobView, Result
+from taskmaster.core.status import HistoryEntry, JobView, Result, count_failures, stopped
 
 # A decision starts at most this many scheduled runs of one task. When more
 # are due at once (RunAll after a long downtime, a seconds schedule whose
@@ -68,6 +68,10 @@ class TaskState:
     spec_changed_at: datetime | None = None
     # status.history: failed attempts whose Jobs are gone still count for retries.
     history: Sequence[HistoryEntry] = ()
+    # Failed runs in a row recorded so far (status.failure_streak), and whether the
+    # last status said Stopped: times passed while stopped are not runs.
+    consecutive_failures: int = 0
+    was_stopped: bool = False
 
 
 @dataclass
@@ -272,6 +276,23 @@ def _dealt_with(state: TaskState) -> set[datetime]:
     }
 
 
+def _stopped(state: TaskState) -> bool:
+    """Whether stopAfterConsecutiveFailures stops the task, counting the runs that ended
+    since the last status too (their Jobs say so before the history does)."""
+    if state.spec.stop_after_consecutive_failures is None:
+        return False
+    recorded = {entry.job_name for entry in state.history if entry.job_name}
+    ended = sorted(
+        (
+            HistoryEntry.from_job(job, job.result)
+            for job in state.jobs
+            if job.result is not None and job.name not in recorded
+        ),
+        key=lambda entry: (entry.completion_time or entry.scheduled_time, entry.attempt),
+    )
+    return stopped(state.spec, count_failures(state.consecutive_failures, ended, state.spec))
+
+
 def _manual_run_known(state: TaskState, token: str) -> bool:
     """Whether the run of this run-now token exists, as a Job or in the history."""
     name = job_name(state.task.name, Run(datetime.min, trigger=Trigger.MANUAL, token=token))
@@ -292,6 +313,11 @@ def decide(state: TaskState, now: datetime) -> Plan:
     if spec.suspend or state.was_suspended:
         _pass_suspended(plan, state, now)
         if spec.suspend:
+            return plan
+    if _stopped(state) or state.was_stopped:
+        # Stopped until its spec changes or it is resumed; then it goes on from now.
+        _pass_suspended(plan, replace(state, spec_changed_at=None), now)
+        if _stopped(state):
             return plan
 
     retries, retry_at = _retries(state, now)

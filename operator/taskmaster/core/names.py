@@ -19,6 +19,8 @@ LABEL_ATTEMPT = f"{GROUP}/attempt"
 LABEL_TRIGGER = f"{GROUP}/trigger"
 ANNOTATION_SCHEDULED_AT = f"{GROUP}/scheduled-at"
 ANNOTATION_RUN_NOW = f"{GROUP}/run-now"
+# A new value starts a task stopped by stopAfterConsecutiveFailures again.
+ANNOTATION_RESUME = f"{GROUP}/resume"
 
 # Job names end up in the `job-name` label of their pods, so they must be
 # valid label values: 63 characters at most.

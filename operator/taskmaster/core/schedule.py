@@ -20,7 +20,7 @@ import calendar
 import copy
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -296,6 +296,23 @@ def _nearest_weekday_day(part: str, cron: Cron) -> int | None:
 
 
 @dataclass(frozen=True)
+class Crons:
+    """Several cron expressions (`schedules`), each on its zone's clock: the union of
+    their times, one fire per instant."""
+
+    crons: tuple[Cron, ...]
+
+    def times(self, after: datetime) -> Iterator[datetime]:
+        while (
+            instant := min(
+                filter(None, (_next_fire(cron, after) for cron in self.crons)), default=None
+            )
+        ) is not None:
+            yield instant
+            after = instant
+
+
+@dataclass(frozen=True)
 class Every:
     """A fixed interval: `anchor + k * interval` for every whole k."""
 
@@ -324,7 +341,7 @@ class RunAt:
             yield self.at
 
 
-Schedule = Cron | Every | RunAt
+Schedule = Cron | Crons | Every | RunAt
 
 
 _FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week")
@@ -406,8 +423,8 @@ def _union(fields: list[str]) -> tuple[str, ...]:
 
 def _every_hour(parsed: croniter) -> bool:
     """Whether the hour field matches every hour (`*`, `*/1`, `0-23`, a list of all)."""
-    hours = parsed.expanded[-4]
-    return hours == ["*"] or set(hours) == set(range(24))
+    hours: Sequence[object] = parsed.expanded[-4]
+    return list(hours) == ["*"] or set(hours) == set(range(24))
 
 
 def parse_cron(expression: str, zone: ZoneInfo, hash_key: str) -> Cron:

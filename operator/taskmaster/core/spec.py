@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from taskmaster.core.schedule import (
     MAX_TIME,
     MIN_TIME,
+    Cron,
+    Crons,
     Every,
     RunAt,
     Schedule,
@@ -50,9 +52,12 @@ MAX_RETRY_LIMIT = 100
 MAX_BACKOFF_SECONDS = 86_400
 MAX_BACKOFF_FACTOR = 10
 MAX_HISTORY_LIMIT = 100
+MAX_CONSECUTIVE_FAILURES = 1000
 MAX_HTTP_TIMEOUT_SECONDS = 3600
 MAX_TIME_ZONE_LENGTH = 64
 MAX_SCHEDULE_LENGTH = 200
+# `schedules`: a few crons on one task (each one's times are walked at every step).
+MAX_SCHEDULES = 10
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # The longest IANA name is 32 characters; a name is letters, digits and _+-, in parts.
 _ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
@@ -61,7 +66,7 @@ _SUCCESS_CODE = r"[1-5][0-9][0-9](-[1-5][0-9][0-9])?"
 _SUCCESS_CODES = re.compile(f"{_SUCCESS_CODE}(,{_SUCCESS_CODE})*")
 MAX_SUCCESS_CODES_LENGTH = 256
 
-SCHEDULE_KINDS = ("schedule", "runAt", "every")
+SCHEDULE_KINDS = ("schedule", "schedules", "runAt", "every")
 WORKLOAD_KINDS = ("jobTemplate", "task")
 
 
@@ -157,6 +162,7 @@ class TaskSpec:
     successful_jobs_history_limit: int = DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT
     failed_jobs_history_limit: int = DEFAULT_FAILED_JOBS_HISTORY_LIMIT
     history_limit: int = DEFAULT_HISTORY_LIMIT
+    stop_after_consecutive_failures: int | None = None
     workload: Workload = field(default_factory=Workload)
 
     @property
@@ -308,8 +314,13 @@ class _Reader:
         return ()
 
 
-def _zone(spec: _Reader) -> ZoneInfo:
-    name = spec.string("timeZone", "UTC") or "UTC"
+def _zone(spec: _Reader, default: str = "UTC") -> ZoneInfo:
+    name = spec.string("timeZone", default)
+    if name == "":
+        # As the CronJob controller: an empty zone is a mistake, not a way to say UTC.
+        spec.error("timeZone", "must not be empty: omit it for UTC, or name an IANA time zone")
+        return ZoneInfo("UTC")
+    name = name or default
     if len(name) <= MAX_TIME_ZONE_LENGTH and _ZONE_NAME.fullmatch(name):
         try:
             return ZoneInfo(name)
@@ -334,20 +345,49 @@ def _exactly_one(spec: _Reader, kinds: tuple[str, ...]) -> str | None:
 def _schedule(spec: _Reader, zone: ZoneInfo, hash_key: str, created: datetime) -> Schedule | None:
     kind = _exactly_one(spec, SCHEDULE_KINDS)
     if kind == "schedule":
-        expression = spec.string("schedule") or ""
-        if len(expression) > MAX_SCHEDULE_LENGTH:
-            spec.error("schedule", f"must be at most {MAX_SCHEDULE_LENGTH} characters")
-            return None
-        try:
-            return parse_cron(expression, zone, hash_key)
-        except ScheduleError as error:
-            spec.error("schedule", str(error))
+        return _cron(spec, zone, hash_key)
+    elif kind == "schedules":
+        return _crons(spec, zone, hash_key)
     elif kind == "runAt":
         at = spec.time("runAt")
         return RunAt(at) if at is not None else None
     elif kind == "every":
         return _every(spec, created)
     return None
+
+
+def _cron(spec: _Reader, zone: ZoneInfo, hash_key: str) -> Cron | None:
+    expression = spec.string("schedule") or ""
+    if len(expression) > MAX_SCHEDULE_LENGTH:
+        spec.error("schedule", f"must be at most {MAX_SCHEDULE_LENGTH} characters")
+        return None
+    try:
+        return parse_cron(expression, zone, hash_key)
+    except ScheduleError as error:
+        spec.error("schedule", str(error))
+    return None
+
+
+def _crons(spec: _Reader, zone: ZoneInfo, hash_key: str) -> Crons | None:
+    entries = spec.raw.get("schedules")
+    if not isinstance(entries, list) or not entries:
+        spec.error("schedules", "must be a list of at least one {schedule, timeZone}")
+        return None
+    if len(entries) > MAX_SCHEDULES:
+        spec.error("schedules", f"must have at most {MAX_SCHEDULES} entries, got {len(entries)}")
+        return None
+    crons = []
+    for index, raw in enumerate(entries):
+        entry = _Reader(raw if isinstance(raw, Mapping) else {}, f"{spec.path}.schedules[{index}]")
+        entry.errors = spec.errors
+        if not isinstance(raw, Mapping):
+            entry.error("", "must be an object {schedule, timeZone}")
+            continue
+        # An entry without a zone follows the task's (spec.timeZone, default UTC).
+        cron = _cron(entry, _zone(entry, default=str(zone.key)), hash_key)
+        if cron is not None:
+            crons.append(cron)
+    return Crons(tuple(crons)) if len(crons) == len(entries) else None
 
 
 def _every(spec: _Reader, created: datetime) -> Every | None:
@@ -460,7 +500,9 @@ def parse_spec(raw: Mapping[str, Any], *, namespace: str, name: str, created: da
     if isinstance(schedule, RunAt):
         for window_field in ("startAt", "endAt", "maxRuns"):
             if spec.raw.get(window_field) is not None:
-                spec.error(window_field, "applies to recurring tasks (schedule or every) only")
+                spec.error(
+                    window_field, "applies to recurring tasks (schedule, schedules or every) only"
+                )
     if start_at and end_at and end_at <= start_at:
         spec.error("endAt", "must be after startAt")
     retry = spec.child("retry")
@@ -516,6 +558,9 @@ def parse_spec(raw: Mapping[str, Any], *, namespace: str, name: str, created: da
         or 0,
         history_limit=spec.integer("historyLimit", DEFAULT_HISTORY_LIMIT, maximum=MAX_HISTORY_LIMIT)
         or 0,
+        stop_after_consecutive_failures=spec.integer(
+            "stopAfterConsecutiveFailures", None, minimum=1, maximum=MAX_CONSECUTIVE_FAILURES
+        ),
         workload=workload,
     )
     if spec.errors:

@@ -54,6 +54,7 @@ class Phase(StrEnum):
     SUSPENDED = "Suspended"
     COMPLETED = "Completed"
     FAILED = "Failed"
+    STOPPED = "Stopped"
     INVALID = "Invalid"
 
 
@@ -303,6 +304,11 @@ class Observation:
     run_now_token: str | None = None
     # Why no decision could be taken this time (it ran past its time box).
     overrun: str | None = None
+    # Failed runs in a row before this observation's (see failure_streak); None:
+    # the previous status's count.
+    consecutive_failures: int | None = None
+    # The taskmaster.dev/resume value acted on; None: the previous status's.
+    resume_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -326,13 +332,58 @@ def _last_outcome(history: Sequence[HistoryEntry]) -> HistoryEntry | None:
     return next((e for e in history if e.result.ran or e.result is Result.MISSED), None)
 
 
-def _phase(observed: Observation, active: bool, history: Sequence[HistoryEntry]) -> Phase:
+def failure_streak(
+    previous: Mapping[str, Any], *, generation: int | None, resume_token: str | None
+) -> int:
+    """The failed runs in a row the next decision starts from: the previous status's
+    count, unless the spec changed or a new resume token came since (they reset it)."""
+    if generation != previous.get("observedGeneration"):
+        return 0
+    if resume_token and resume_token != previous.get("resumeToken"):
+        return 0
+    count = previous.get("consecutiveFailures")
+    return count if isinstance(count, int) and count > 0 else 0
+
+
+def count_failures(count: int, entries: Iterable[HistoryEntry], spec: TaskSpec) -> int:
+    """`count` after the runs that ended in `entries` (oldest first): a run failed when its
+    last attempt (no retry to come) failed or timed out; a success resets the count."""
+    for entry in entries:
+        if entry.result is Result.SUCCEEDED:
+            count = 0
+        elif entry.result in (Result.FAILED, Result.TIMED_OUT) and (
+            entry.attempt > spec.retry.limit
+        ):
+            count += 1
+    return count
+
+
+def stopped(spec: TaskSpec, failures: int) -> bool:
+    """Whether stopAfterConsecutiveFailures stops the task."""
+    limit = spec.stop_after_consecutive_failures
+    return limit is not None and failures >= limit
+
+
+def stop_message(spec: TaskSpec, failures: int) -> str:
+    return (
+        f"stopped after {failures} consecutive failed runs"
+        f" (spec.stopAfterConsecutiveFailures: {spec.stop_after_consecutive_failures}):"
+        " no new scheduled runs; change the spec or set a new taskmaster.dev/resume"
+        " annotation (kubectl taskmaster resume) to start it again"
+    )
+
+
+def _phase(
+    observed: Observation, active: bool, history: Sequence[HistoryEntry], failures: int
+) -> Phase:
     if observed.invalid is not None or observed.spec is None:
         return Phase.INVALID
     if active:
         return Phase.RUNNING
     if observed.spec.suspend:
         return Phase.SUSPENDED
+    if stopped(observed.spec, failures):
+        return Phase.STOPPED
     if observed.next_run_time is not None:
         return Phase.SCHEDULED
     last = _last_outcome(history)
@@ -408,10 +459,15 @@ def reduce_status(previous: Mapping[str, Any], observed: Observation) -> StatusU
         elif entry.result is Result.MISSED:
             counters["missedRuns"] += entry.runs
 
+    failures = observed.consecutive_failures
+    if failures is None:
+        failures = failure_streak(previous, generation=observed.generation, resume_token=None)
+    if observed.spec is not None:
+        failures = count_failures(failures, recorded, observed.spec)
     active = sorted(
         (job for job in observed.jobs if job.active), key=lambda j: (j.run.scheduled, j.run.attempt)
     )
-    phase = _phase(observed, bool(active), history)
+    phase = _phase(observed, bool(active), history, failures)
     last_schedule_time, run_now_token = observed.last_schedule_time, observed.run_now_token
     if observed.spec is None:
         # Nothing is decided while the spec is invalid: the schedule cursor and
@@ -437,9 +493,11 @@ def reduce_status(previous: Mapping[str, Any], observed: Observation) -> StatusU
         "history": [entry.to_status() for entry in history],
         **counters,
         "runNowToken": run_now_token,
+        "consecutiveFailures": failures or None,
+        "resumeToken": observed.resume_token or previous.get("resumeToken"),
         "conditions": _conditions(
             previous.get("conditions") or (),
-            _wanted_conditions(observed, phase, active, history),
+            _wanted_conditions(observed, phase, active, history, failures),
             observed.generation,
             observed.now,
         ),
@@ -452,6 +510,7 @@ def _wanted_conditions(
     phase: Phase,
     active: Sequence[JobView],
     history: Sequence[HistoryEntry],
+    failures: int,
 ) -> list[Condition]:
     spec = observed.spec
     if observed.invalid is not None or spec is None:
@@ -459,6 +518,8 @@ def _wanted_conditions(
         ready = Condition("Ready", False, "InvalidSpec", message)
     elif spec.suspend:
         ready = Condition("Ready", False, "Suspended", "spec.suspend is true: no new runs")
+    elif phase is Phase.STOPPED or (stopped(spec, failures) and observed.next_run_time is None):
+        ready = Condition("Ready", False, "StoppedAfterFailures", stop_message(spec, failures))
     elif observed.next_run_time is not None:
         next_run = rfc3339(observed.next_run_time)
         ready = Condition("Ready", True, "Scheduled", f"next run at {next_run}")

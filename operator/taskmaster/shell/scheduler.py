@@ -33,16 +33,25 @@ from typing import Any
 
 from taskmaster.core.admission import parse_task
 from taskmaster.core.decide import Plan, TaskState, decide, due_at
-from taskmaster.core.names import ANNOTATION_RUN_NOW, KIND, Run, TaskRef, job_name
+from taskmaster.core.names import (
+    ANNOTATION_RESUME,
+    ANNOTATION_RUN_NOW,
+    KIND,
+    Run,
+    TaskRef,
+    job_name,
+)
 from taskmaster.core.render import render_job, rfc3339
 from taskmaster.core.spec import FieldError, InvalidSpec, TaskSpec
 from taskmaster.core.status import (
     HistoryEntry,
     JobView,
     Observation,
+    Phase,
     PodOutcome,
     Result,
     expired_jobs,
+    failure_streak,
     parse_time,
     read_history,
     reduce_status,
@@ -137,6 +146,7 @@ class Task:
     version: int = 0
     generation: int | None = None
     run_now_token: str | None = None
+    resume_token: str | None = None
     phase: str | None = None
     spec: TaskSpec | None = None
     invalid: InvalidSpec | None = None
@@ -167,7 +177,9 @@ class Task:
         self.object_status = _encoded(status)
         self.version = _version(body)
         self.generation = metadata.get("generation")
-        self.run_now_token = (metadata.get("annotations") or {}).get(ANNOTATION_RUN_NOW)
+        annotations = metadata.get("annotations") or {}
+        self.run_now_token = annotations.get(ANNOTATION_RUN_NOW)
+        self.resume_token = annotations.get(ANNOTATION_RESUME)
         self.phase = status.get("phase")
 
     @property
@@ -542,6 +554,9 @@ class Scheduler:
             return
         status = task.status
         cursor = parse_time(status.get("lastScheduleTime"))
+        failures = failure_streak(
+            status, generation=task.generation, resume_token=task.resume_token
+        )
         try:
             with time_box(TIME_BOX_SECONDS):
                 plan = decide(
@@ -559,6 +574,8 @@ class Scheduler:
                             for c in status.get("conditions") or ()
                         ),
                         spec_changed_at=task.spec_changed_at,
+                        consecutive_failures=failures,
+                        was_stopped=status.get("phase") == Phase.STOPPED,
                     ),
                     now,
                 )
@@ -593,6 +610,8 @@ class Scheduler:
                 last_schedule_time=plan.last_schedule_time,
                 next_run_time=plan.next_run_time,
                 run_now_token=plan.run_now_token,
+                consecutive_failures=failures,
+                resume_token=task.resume_token,
             ),
         )
         if replaced:
@@ -703,6 +722,9 @@ class Scheduler:
             if entry.message or entry.reason:
                 message += f": {entry.message or entry.reason}"
             self._report(task, type_, reason, message, "RecordRun")
+        if update.status["phase"] == Phase.STOPPED and decided.get("phase") != Phase.STOPPED:
+            ready = next(c for c in update.status["conditions"] if c["type"] == "Ready")
+            self._report(task, "Warning", "Stopped", ready["message"], "Stop")
 
     def _report(self, task: Task, type_: str, reason: str, message: str, action: str) -> None:
         """An Event, posted by `record` once the status it goes with is written."""
