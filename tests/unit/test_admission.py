@@ -172,7 +172,7 @@ def test_the_corpus_examples_the_parser_sees_are_refused_naming_their_field(path
     problems = task_problems(document, now=NOW)
 
     assert problems, path.name
-    # "spec.startAt, spec.endAt and spec.maxRuns" or "spec.schedule, spec.schedules, spec.runAt, spec.every";
+    # "spec.startAt, spec.endAt and spec.maxRuns" or "spec.schedule, ..., spec.every";
     # "exactly one of" is said of `spec`, naming the alternatives.
     named = [part.strip() for part in expected.replace(" and ", ", ").split(",")]
     message = denial(problems)

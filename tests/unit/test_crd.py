@@ -10,8 +10,8 @@ import yaml
 
 CRD = Path(__file__).parents[2] / "crds" / "scheduledtasks.taskmaster.dev.yaml"
 SPEC_FIELDS = {
-    "schedule", "schedules", "runAt", "every", "timeZone", "startAt", "endAt", "maxRuns", "jitterSeconds",
-    "suspend", "concurrencyPolicy", "startingDeadlineSeconds", "missedRunPolicy",
+    "schedule", "schedules", "runAt", "every", "timeZone", "startAt", "endAt", "maxRuns",
+    "jitterSeconds", "suspend", "concurrencyPolicy", "startingDeadlineSeconds", "missedRunPolicy",
     "timeoutSeconds", "retry", "successfulJobsHistoryLimit", "failedJobsHistoryLimit",
     "historyLimit", "stopAfterConsecutiveFailures", "jobTemplate", "task",
 }  # fmt: skip

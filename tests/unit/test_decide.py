@@ -355,9 +355,8 @@ def test_no_retry_without_a_limit_or_while_suspended() -> None:
 
 
 def ended(scheduled: datetime, result: Result, name: str) -> JobView:
-    return JobView(
-        name=name, run=Run(scheduled), completion_time=scheduled + timedelta(seconds=1), result=result
-    )
+    done = scheduled + timedelta(seconds=1)
+    return JobView(name=name, run=Run(scheduled), completion_time=done, result=result)
 
 
 def test_a_task_stopped_after_consecutive_failures_starts_no_scheduled_run() -> None:

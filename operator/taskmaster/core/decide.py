@@ -310,15 +310,8 @@ def decide(state: TaskState, now: datetime) -> Plan:
     active = [job for job in state.jobs if job.active]
 
     _run_now(plan, state, now)
-    if spec.suspend or state.was_suspended:
-        _pass_suspended(plan, state, now)
-        if spec.suspend:
-            return plan
-    if _stopped(state) or state.was_stopped:
-        # Stopped until its spec changes or it is resumed; then it goes on from now.
-        _pass_suspended(plan, replace(state, spec_changed_at=None), now)
-        if _stopped(state):
-            return plan
+    if _held(plan, state, now):
+        return plan
 
     retries, retry_at = _retries(state, now)
     plan.create += retries
@@ -378,6 +371,20 @@ def _run_now(plan: Plan, state: TaskState, now: datetime) -> None:
     if not _manual_run_known(state, token):
         plan.create.append(Run(now.replace(microsecond=0), trigger=Trigger.MANUAL, token=token))
     plan.run_now_token = token
+
+
+def _held(plan: Plan, state: TaskState, now: datetime) -> bool:
+    """Whether the task is suspended or stopped: no scheduled run then. The times that
+    pass meanwhile (and until it resumed, if it just did) are passed over."""
+    if state.spec.suspend or state.was_suspended:
+        _pass_suspended(plan, state, now)
+        if state.spec.suspend:
+            return True
+    stopped_now = _stopped(state)
+    if stopped_now or state.was_stopped:
+        # Stopped until its spec changes or it is resumed; then it goes on from now.
+        _pass_suspended(plan, replace(state, spec_changed_at=None), now)
+    return stopped_now
 
 
 def _pass_suspended(plan: Plan, state: TaskState, now: datetime) -> None:

@@ -376,19 +376,22 @@ def stop_message(spec: TaskSpec, failures: int) -> str:
 def _phase(
     observed: Observation, active: bool, history: Sequence[HistoryEntry], failures: int
 ) -> Phase:
-    if observed.invalid is not None or observed.spec is None:
+    spec = observed.spec
+    if observed.invalid is not None or spec is None:
         return Phase.INVALID
-    if active:
-        return Phase.RUNNING
-    if observed.spec.suspend:
-        return Phase.SUSPENDED
-    if stopped(observed.spec, failures):
-        return Phase.STOPPED
-    if observed.next_run_time is not None:
-        return Phase.SCHEDULED
     last = _last_outcome(history)
-    if isinstance(observed.spec.schedule, RunAt) and last is not None and last.result.failed:
-        return Phase.FAILED
+    for phase, holds in (
+        (Phase.RUNNING, active),
+        (Phase.SUSPENDED, spec.suspend),
+        (Phase.STOPPED, stopped(spec, failures)),
+        (Phase.SCHEDULED, observed.next_run_time is not None),
+        (
+            Phase.FAILED,
+            isinstance(spec.schedule, RunAt) and last is not None and last.result.failed,
+        ),
+    ):
+        if holds:
+            return phase
     return Phase.COMPLETED
 
 
