@@ -80,6 +80,15 @@ def test_tables_align_columns_three_spaces_apart() -> None:
         ({"schedule": "0 3 * * *", "timeZone": "Europe/Paris"}, "0 3 * * * (Europe/Paris)"),
         ({"every": "1h30m"}, "every 1h30m"),
         ({"runAt": "2026-05-01T12:00:00Z"}, "at 2026-05-01T12:00:00Z"),
+        (
+            {
+                "schedules": [
+                    {"schedule": "0 9 * * *", "timeZone": "Europe/Paris"},
+                    {"schedule": "@daily"},
+                ]
+            },
+            "0 9 * * * (Europe/Paris) | @daily",
+        ),
         ({}, "<none>"),
     ],
 )
@@ -87,10 +96,13 @@ def test_the_schedule_column(spec: dict[str, Any], shown: str) -> None:
     assert view.schedule_of(spec) == shown
 
 
+WORKLOAD = {"task": {"container": {"image": "busybox"}}}
+
+
 def test_list_shows_last_and_next_run_and_the_last_result() -> None:
     running = task(
         "backup",
-        spec={"schedule": "0 * * * *", "suspend": False},
+        spec={"schedule": "0 * * * *", "suspend": False, **WORKLOAD},
         status={
             "phase": "Scheduled",
             "lastScheduleTime": at(-303),
@@ -101,9 +113,10 @@ def test_list_shows_last_and_next_run_and_the_last_result() -> None:
     fresh = task("aaa", namespace="zz", spec={"every": "30s", "suspend": True})
 
     assert view.list_table([running, fresh], NOW, all_namespaces=False).splitlines() == [
-        "NAME     SCHEDULE    SUSPEND   PHASE       LAST RUN   NEXT RUN   LAST RESULT",
-        "backup   0 * * * *   false     Scheduled   5m3s       in 54m     Failed",
-        "aaa      every 30s   true      <none>      <none>     <none>     <none>",
+        "NAME     SCHEDULE    DESCRIPTION       SUSPEND   PHASE       LAST RUN   NEXT RUN"
+        "   LAST RESULT",
+        "backup   0 * * * *   Every hour, UTC   false     Scheduled   5m3s       in 54m     Failed",
+        "aaa      every 30s   <invalid spec>    true      <none>      <none>     <none>     <none>",
     ]
     everywhere = view.list_table([fresh, running], NOW, all_namespaces=True).splitlines()
     assert everywhere[0].split()[:2] == ["NAMESPACE", "NAME"]

@@ -28,6 +28,7 @@ from functools import cached_property, lru_cache
 from itertools import islice
 from zoneinfo import ZoneInfo
 
+from cron_descriptor import ExpressionDescriptor, Options
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 # Expanded before croniter sees them: given a hash key, it would hash macros
@@ -421,10 +422,43 @@ def _union(fields: list[str]) -> tuple[str, ...]:
     return (" ".join(by_day), " ".join(by_weekday))
 
 
+# An H of the expression (not the H of a day name such as THU).
+_HASH_FIELD = re.compile(r"(?<![A-Z])H(?![A-Z])")
+
+
+def hashed_fields(cron: Cron) -> str:
+    """The expression with each field that uses H written as the values it hashes to."""
+    fields = cron.expression.split()
+    expanded = _parsed(cron)[0].expanded
+    # croniter keeps the seconds last; the expression has them first.
+    order = [5, 0, 1, 2, 3, 4] if cron.with_seconds else [0, 1, 2, 3, 4]
+    return " ".join(
+        ",".join(str(v) for v in expanded[index]) if _HASH_FIELD.search(field.upper()) else field
+        for field, index in zip(fields, order, strict=True)
+    )
+
+
+def describe_cron(cron: Cron) -> str:
+    """The expression in words (cron-descriptor's English, 24-hour clock), with its
+    H fields as the values they hash to for this task."""
+    options = Options()
+    options.use_24hour_time_format = True
+    options.verbose = False
+    try:
+        text: str = ExpressionDescriptor(hashed_fields(cron), options).get_description()
+    except Exception:  # its parser's own errors, for forms it does not know: no words then
+        return cron.expression
+    return text
+
+
 def _every_hour(parsed: croniter) -> bool:
     """Whether the hour field matches every hour (`*`, `*/1`, `0-23`, a list of all)."""
     hours: Sequence[object] = parsed.expanded[-4]
     return list(hours) == ["*"] or set(hours) == set(range(24))
+
+
+def _plainly(words: str) -> str:
+    return words[0].lower() + words[1:]
 
 
 def parse_cron(expression: str, zone: ZoneInfo, hash_key: str) -> Cron:
@@ -455,7 +489,9 @@ def parse_cron(expression: str, zone: ZoneInfo, hash_key: str) -> Cron:
             f"{text!r} is not a valid cron expression: {type(error).__name__}: {error}"
         ) from None
     if first is None:
-        raise ScheduleError(f"{text!r} can never fire: no date matches it")
+        raise ScheduleError(
+            f"{text!r} can never fire: no date matches it ({_plainly(describe_cron(cron))})"
+        )
     return cron
 
 

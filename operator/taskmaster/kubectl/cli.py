@@ -28,11 +28,16 @@ from taskmaster.core.names import (
     Trigger,
     job_name,
 )
+from taskmaster.core.preview import MAX_PREVIEW, describe_schedule, upcoming
 from taskmaster.core.render import rfc3339
 from taskmaster.core.spec import (
     DEFAULT_FAILED_JOBS_HISTORY_LIMIT,
     DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT,
+    InvalidSpec,
+    TaskSpec,
+    parse_spec,
 )
+from taskmaster.core.status import parse_time
 from taskmaster.kubectl import view
 from taskmaster.kubectl.view import RESOURCE, PluginError
 
@@ -110,6 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = command(name, help_)
         sub.add_argument("names", nargs="+", metavar="NAME")
+
+    upcoming = command(
+        "next",
+        "preview the next run times of a task, or of a schedule without a task",
+    )
+    upcoming.add_argument(
+        "name", nargs="?", help="the task (omit it to preview --schedule/--every)"
+    )
+    upcoming.add_argument(
+        "-c", "--count", type=_positive, default=10, metavar="N",
+        help=f"how many runs (default 10, at most {MAX_PREVIEW})",
+    )  # fmt: skip
+    upcoming.add_argument("--schedule", metavar="EXPR", help="a cron expression to preview")
+    upcoming.add_argument("--every", metavar="DURATION", help="an interval to preview (30s, 1h)")
+    upcoming.add_argument(
+        "--time-zone", metavar="ZONE", help="the IANA zone of --schedule (default UTC)"
+    )
+    upcoming.add_argument("-o", "--output", choices=("table", "json"), default="table")
 
     logs = command("logs", "print the pod logs of a run (default: the most recent one)")
     logs.add_argument("name")
@@ -365,6 +388,85 @@ def _set_suspend(suspend: bool) -> Callable[[Session, argparse.Namespace], None]
     return command
 
 
+# The flags of a preview without a task, for the fields the parser names.
+_PREVIEW_FLAGS = {
+    "spec.schedule": "--schedule",
+    "spec.every": "--every",
+    "spec.timeZone": "--time-zone",
+}
+
+
+def _preview_spec(options: argparse.Namespace, now: datetime) -> TaskSpec:
+    """The spec `next --schedule/--every` previews: the flags as a task's spec, read by the
+    operator's own parser (H fields hash as for a task named `preview`)."""
+    given = [flag for flag in ("schedule", "every") if getattr(options, flag) is not None]
+    if len(given) != 1:
+        raise PluginError("next: give a task NAME, or exactly one of --schedule and --every")
+    raw: dict[str, Any] = {
+        given[0]: getattr(options, given[0]),
+        "task": {"http": {"url": "http://x"}},
+    }
+    if options.time_zone is not None:
+        raw["timeZone"] = options.time_zone
+    try:
+        return parse_spec(
+            raw, namespace=options.namespace or "default", name="preview", created=now
+        )
+    except InvalidSpec as invalid:
+        messages = [
+            f"{_PREVIEW_FLAGS.get(error.path, error.path)}: {error.message}"
+            for error in invalid.errors
+        ]
+        raise PluginError("; ".join(messages)) from invalid
+
+
+def _print_preview(
+    options: argparse.Namespace, spec: TaskSpec, key: str, after: datetime, now: datetime
+) -> None:
+    runs = upcoming(spec, key, after, options.count)
+    if options.output == "json":
+        print(json.dumps(view.next_json(runs), indent=2))
+        return
+    print(f"Schedule: {describe_schedule(spec)}")
+    if not runs:
+        print("No runs to come.", file=sys.stderr)
+        return
+    print(view.next_table(runs, spec.time_zone, now))
+
+
+def preview_schedule(options: argparse.Namespace) -> None:
+    """`next --schedule/--every`: no task, no cluster."""
+    now = _now()
+    _print_preview(options, _preview_spec(options, now), "default/preview", now, now)
+
+
+def cmd_next(session: Session, options: argparse.Namespace) -> None:
+    now = _now()
+    if options.schedule is not None or options.every is not None or options.time_zone:
+        raise PluginError("next: --schedule, --every and --time-zone preview without a task NAME")
+    task = get_task(session, options.name)
+    spec = view.spec_of(task, now)
+    status = task.get("status") or {}
+    if spec is None:
+        ready = [c for c in status.get("conditions") or () if c.get("type") == "Ready"]
+        why = (ready[0].get("message") if ready else None) or "see describe"
+        raise PluginError(f"the task's spec is invalid: {why}")
+    for holds, why in (
+        (spec.suspend, "suspended (spec.suspend): none of these runs while it is"),
+        (
+            status.get("phase") == "Stopped",
+            "stopped after failures: none of these runs until resumed",
+        ),
+    ):
+        if holds:
+            print(f"warning: the task is {why}", file=sys.stderr)
+    # From the operator's cursor, as status.nextRunTime is; never from the past.
+    cursor = parse_time(status.get("lastScheduleTime"))
+    after = max(cursor, now) if cursor is not None else now
+    meta = task["metadata"]
+    _print_preview(options, spec, f"{meta['namespace']}/{meta['name']}", after, now)
+
+
 def cmd_logs(session: Session, options: argparse.Namespace) -> None:
     task = get_task(session, options.name)
     run = view.select_run(task, options.run)
@@ -447,6 +549,7 @@ COMMANDS: dict[str, Callable[[Session, argparse.Namespace], None]] = {
     "suspend": _set_suspend(True),
     "resume": _set_suspend(False),
     "logs": cmd_logs,
+    "next": cmd_next,
 }
 
 
@@ -458,8 +561,10 @@ def _fail(message: str) -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> None:
     options = build_parser().parse_args(argv)
     try:
-        session = connect(options)
-        COMMANDS[options.command](session, options)
+        if options.command == "next" and options.name is None:
+            preview_schedule(options)  # a schedule without a task needs no cluster
+        else:
+            COMMANDS[options.command](connect(options), options)
     except PluginError as error:
         _fail(str(error))
     except ApiException as error:

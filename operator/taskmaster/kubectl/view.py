@@ -11,9 +11,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from taskmaster.core.admission import parse_task
 from taskmaster.core.names import ANNOTATION_RUN_NOW, GROUP, PLURAL
+from taskmaster.core.preview import Upcoming, describe_schedule
 from taskmaster.core.render import rfc3339
+from taskmaster.core.spec import InvalidSpec, TaskSpec
 from taskmaster.core.status import HistoryEntry, Result, parse_time, read_history
 
 NONE = "<none>"
@@ -95,11 +99,31 @@ def schedule_of(spec: Mapping[str, Any]) -> str:
     if spec.get("schedule"):
         zone = spec.get("timeZone")
         return f"{spec['schedule']} ({zone})" if zone and zone != "UTC" else str(spec["schedule"])
+    if isinstance(spec.get("schedules"), list):
+        zone = spec.get("timeZone")
+        return " | ".join(
+            schedule_of({"timeZone": zone, **entry}) if isinstance(entry, Mapping) else "?"
+            for entry in spec["schedules"]
+        )
     if spec.get("every"):
         return f"every {spec['every']}"
     if spec.get("runAt"):
         return f"at {spec['runAt']}"
     return NONE
+
+
+def spec_of(task: Mapping[str, Any], now: datetime) -> TaskSpec | None:
+    """The task's spec as the operator reads it; None when it is invalid."""
+    try:
+        return parse_task(task, now=now)
+    except InvalidSpec:
+        return None
+
+
+def words_of(task: Mapping[str, Any], now: datetime) -> str:
+    """The task's schedule in plain words, as every surface says it."""
+    spec = spec_of(task, now)
+    return describe_schedule(spec) if spec is not None else "<invalid spec>"
 
 
 def _status(task: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -115,6 +139,7 @@ def _last_result(status: Mapping[str, Any]) -> str:
 LIST_HEADERS = (
     "NAME",
     "SCHEDULE",
+    "DESCRIPTION",
     "SUSPEND",
     "PHASE",
     "LAST RUN",
@@ -129,6 +154,7 @@ def list_row(task: Mapping[str, Any], now: datetime) -> list[str]:
     return [
         task["metadata"]["name"],
         schedule_of(spec),
+        one_line(words_of(task, now), 60),
         str(bool(spec.get("suspend"))).lower(),
         status.get("phase") or NONE,
         age(parse_time(status.get("lastScheduleTime")), now),
@@ -317,6 +343,7 @@ def describe(task: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: 
         _field("Namespace", meta["namespace"]),
         _field("Created", _when(meta.get("creationTimestamp"), now)),
         _field("Schedule", schedule_of(spec)),
+        _field("Description", words_of(task, now)),
     ]
     if spec.get("startAt") or spec.get("endAt"):
         lines.append(_field("Window", f"{spec.get('startAt', NONE)} to {spec.get('endAt', NONE)}"))
@@ -407,3 +434,28 @@ def events_table(events: Sequence[Mapping[str, Any]], now: datetime) -> str:
         for e in ordered
     )
     return table(("TYPE", "REASON", "AGE", "FROM", "MESSAGE"), rows)
+
+
+def next_table(runs: Sequence[Upcoming], zone: str, now: datetime) -> str:
+    """`next`: each coming run's scheduled time (which names its Job), the same on the
+    task's wall clock, when it starts (its jitter applied), and how soon."""
+    local = ZoneInfo(zone)
+    return table(
+        ("#", "SCHEDULED (UTC)", f"LOCAL TIME ({zone})", "STARTS", "IN"),
+        (
+            [
+                str(number),
+                rfc3339(run.scheduled),
+                run.scheduled.astimezone(local).strftime("%Y-%m-%d %H:%M:%S %Z"),
+                rfc3339(run.starts),
+                until_next(run.starts, now),
+            ]
+            for number, run in enumerate(runs, 1)
+        ),
+    )
+
+
+def next_json(runs: Sequence[Upcoming]) -> list[dict[str, str]]:
+    return [
+        {"scheduledTime": rfc3339(run.scheduled), "startTime": rfc3339(run.starts)} for run in runs
+    ]
