@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from taskmaster.core.names import Run, TaskRef
+from taskmaster.core.backfill import BadRequest, check, parse_request
+from taskmaster.core.names import ANNOTATION_BACKFILL, Run, TaskRef
 from taskmaster.core.render import render_job
 from taskmaster.core.spec import FieldError, TaskSpec, parse_spec
 from taskmaster.core.status import parse_time
@@ -36,6 +37,27 @@ def needs_review(
     if operation == "UPDATE":
         return old.get("spec") != new.get("spec")
     return False
+
+
+def new_backfill(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str | None:
+    """The backfill annotation the request sets or changes, if it does."""
+
+    def annotation(task: Mapping[str, Any] | None) -> Any:
+        return ((task or {}).get("metadata") or {}).get("annotations", {}).get(ANNOTATION_BACKFILL)
+
+    value = annotation(new)
+    return value if isinstance(value, str) and value != annotation(old) else None
+
+
+def backfill_problems(value: str, spec: TaskSpec, now: datetime) -> list[FieldError]:
+    """Why a backfill request would be refused by the operator, naming the annotation."""
+    path = f"metadata.annotations[{ANNOTATION_BACKFILL}]"
+    try:
+        request = parse_request(value)
+    except BadRequest as error:
+        return [FieldError(path, str(error))]
+    _, refusal = check(spec.schedule, request, now)
+    return [FieldError(path, refusal)] if refusal is not None else []
 
 
 def parse_task(task: Mapping[str, Any], *, now: datetime) -> TaskSpec:

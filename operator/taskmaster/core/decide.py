@@ -20,12 +20,22 @@ created again, whatever the cursor says.
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from taskmaster.core.names import Run, TaskRef, Trigger, job_name
+from taskmaster.core.backfill import (
+    Backfill,
+    BackfillState,
+    BadRequest,
+    check,
+    next_runs,
+    parse_request,
+    refused,
+)
+from taskmaster.core.names import ANNOTATION_BACKFILL, Run, TaskRef, Trigger, job_name
 from taskmaster.core.render import rfc3339
 from taskmaster.core.schedule import WALK_STEPS, jitter
 from taskmaster.core.spec import ConcurrencyPolicy, MissedRunPolicy, TaskSpec
@@ -72,6 +82,9 @@ class TaskState:
     # last status said Stopped: times passed while stopped are not runs.
     consecutive_failures: int = 0
     was_stopped: bool = False
+    # The taskmaster.dev/backfill annotation as written, and status.backfill.
+    backfill_request: str | None = None
+    backfill: Backfill | None = None
 
 
 @dataclass
@@ -83,6 +96,8 @@ class Plan:
     records: list[HistoryEntry] = field(default_factory=list)
     next_run_time: datetime | None = None
     wake_at: datetime | None = None
+    # status.backfill to write; None: as it is.
+    backfill: Backfill | None = None
 
 
 def due_at(key: str, spec: TaskSpec, scheduled: datetime) -> datetime:
@@ -269,11 +284,20 @@ def _dealt_with(state: TaskState) -> set[datetime]:
     """Scheduled times that a Job or a history entry of the task says were dealt with
     (run, skipped, missed, replaced), whatever the cursor says: a status write can
     be lost after the Job was created."""
-    return {job.run.scheduled for job in state.jobs if job.run.trigger is not Trigger.MANUAL} | {
+    return {job.run.scheduled for job in state.jobs if job.run.token is None} | {
         entry.scheduled_time
         for entry in state.history
-        if entry.trigger is not Trigger.MANUAL and entry.runs == 1
+        if entry.runs == 1 and _of_schedule(state, entry)
     }
+
+
+def _of_schedule(state: TaskState, entry: HistoryEntry) -> bool:
+    """Whether a history entry is of a scheduled time (not a manual or backfill run)."""
+    if entry.trigger in (Trigger.MANUAL, Trigger.BACKFILL):
+        return False
+    # A retry of a manual or backfill run has the retry trigger, and its token's name.
+    scheduled_name = job_name(state.task.name, Run(entry.scheduled_time, entry.attempt))
+    return entry.job_name is None or entry.job_name == scheduled_name
 
 
 def _stopped(state: TaskState) -> bool:
@@ -351,15 +375,55 @@ def decide(state: TaskState, now: datetime) -> Plan:
             _replace(plan, active, newest, older_only=True)
     if due.position is not None:
         plan.last_schedule_time = max(plan.last_schedule_time or due.position, due.position)
+    more_backfill = _backfill(plan, state, now, active)
 
     plan.next_run_time = spec.timeline.next(plan.last_schedule_time)
     if plan.next_run_time is not None:
         plan.wake_at = due_at(state.task.key, state.spec, plan.next_run_time)
-    if due.unfinished:
+    if due.unfinished or more_backfill:
         plan.wake_at = now  # the rest of what is due, in the next decision
     if retry_at is not None and (plan.wake_at is None or retry_at < plan.wake_at):
         plan.next_run_time = plan.wake_at = retry_at
     return plan
+
+
+def _backfill(plan: Plan, state: TaskState, now: datetime, active: list[JobView]) -> bool:
+    """Start the backfill's next runs, after this decision's own (a scheduled run
+    goes first); whether more of it can start at once."""
+    raw = state.backfill_request
+    if raw is None:
+        return False
+    progress = state.backfill
+    try:
+        request = parse_request(raw)
+    except BadRequest as error:
+        # Named by the value: the same mistake is reported once.
+        identity = "invalid-" + hashlib.sha256(raw.encode()).hexdigest()[:10]
+        if progress is None or progress.token != identity:
+            why = f"metadata.annotations[{ANNOTATION_BACKFILL}]: {error}"
+            plan.backfill = refused(identity, why)
+        return False
+    if progress is None or progress.token != request.token:
+        count, refusal = check(state.spec.schedule, request, now)
+        if refusal is not None:
+            plan.backfill = refused(request.token, refusal, request)
+            return False
+        progress = plan.backfill = Backfill(
+            request.token, BackfillState.RUNNING, request.start, request.end, runs=count
+        )
+    allow = state.spec.concurrency_policy is ConcurrencyPolicy.ALLOW
+    if allow:
+        limit = max(0, MAX_RUNS_PER_DECISION - len(plan.create))
+    else:
+        limit = 0 if active or plan.create else 1  # one at a time, when none is active
+    known = {job.name for job in state.jobs} | {e.job_name for e in state.history if e.job_name}
+    started, advanced = next_runs(
+        state.spec.schedule, progress, lambda run: job_name(state.task.name, run) in known, limit
+    )
+    plan.create += started
+    if advanced != progress:
+        plan.backfill = advanced
+    return allow and advanced.state is BackfillState.RUNNING
 
 
 def _run_now(plan: Plan, state: TaskState, now: datetime) -> None:
@@ -419,33 +483,31 @@ def _retries(state: TaskState, now: datetime) -> tuple[list[Run], datetime | Non
         return [], None
     newest = max(
         [j.run.scheduled for j in state.jobs if j.run.token is None]
-        + [e.scheduled_time for e in state.history if e.trigger is not Trigger.MANUAL],
+        + [e.scheduled_time for e in state.history if _of_schedule(state, e)],
         default=None,
     )
-    latest: dict[tuple[datetime, str | None], tuple[int, Result | None, datetime, Trigger]] = {}
+    latest: dict[tuple[datetime, str | None], tuple[Run, Result | None, datetime]] = {}
     attempts = [
-        (e.scheduled_time, None, e.attempt, e.result, e.completion_time, e.trigger)
+        (Run(e.scheduled_time, e.attempt, e.trigger), e.result, e.completion_time)
         for e in state.history
-        # Scheduled runs only: a manual run's retry is named by its token, kept on its Job.
+        # Scheduled runs only: the retry of a manual or backfill run is named by its
+        # token, kept on its Job.
         if e.job_name == job_name(state.task.name, Run(e.scheduled_time, e.attempt))
-    ] + [
-        (j.run.scheduled, j.run.token, j.run.attempt, j.result, j.completion_time, j.run.trigger)
-        for j in state.jobs
-    ]
-    for scheduled, token, attempt, result, ended, trigger in attempts:
-        key = (scheduled, token)
-        if key not in latest or attempt >= latest[key][0]:
-            latest[key] = (attempt, result, ended or scheduled, trigger)
+    ] + [(j.run, j.result, j.completion_time) for j in state.jobs]
+    for run, result, ended in attempts:
+        key = (run.scheduled, run.token)
+        if key not in latest or run.attempt >= latest[key][0].attempt:
+            latest[key] = (run, result, ended or run.scheduled)
     due: list[Run] = []
     later: datetime | None = None
-    for (scheduled, token), (attempt, result, ended, _) in latest.items():
-        if result not in (Result.FAILED, Result.TIMED_OUT) or attempt > retry.limit:
+    for run, result, ended in latest.values():
+        if result not in (Result.FAILED, Result.TIMED_OUT) or run.attempt > retry.limit:
             continue
-        if policy is ConcurrencyPolicy.REPLACE and token is None and newest != scheduled:
+        if policy is ConcurrencyPolicy.REPLACE and run.token is None and newest != run.scheduled:
             continue
-        at = ended + retry.backoff.delay(attempt + 1)
+        at = ended + retry.backoff.delay(run.attempt + 1)
         if at <= now:
-            due.append(Run(scheduled, attempt + 1, Trigger.RETRY, token))
+            due.append(replace(run, attempt=run.attempt + 1, trigger=Trigger.RETRY))
         elif later is None or at < later:
             later = at
     due.sort(key=lambda r: (r.scheduled, r.attempt))

@@ -21,6 +21,8 @@ ANNOTATION_SCHEDULED_AT = f"{GROUP}/scheduled-at"
 ANNOTATION_RUN_NOW = f"{GROUP}/run-now"
 # A new value starts a task stopped by stopAfterConsecutiveFailures again.
 ANNOTATION_RESUME = f"{GROUP}/resume"
+# On a task: a backfill request (token and range); on a Job: the token of its backfill.
+ANNOTATION_BACKFILL = f"{GROUP}/backfill"
 
 # Job names end up in the `job-name` label of their pods, so they must be
 # valid label values: 63 characters at most.
@@ -37,6 +39,7 @@ class Trigger(StrEnum):
     MANUAL = "manual"
     RETRY = "retry"
     CATCH_UP = "catch-up"
+    BACKFILL = "backfill"
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,10 @@ class Run:
     scheduled: datetime
     attempt: int = 1
     trigger: Trigger = Trigger.SCHEDULE
-    # The run-now token a manual run answers; it, not the time, names the Job.
+    # The run-now token a manual run answers (it, not the time, names the Job); or
+    # the token of the backfill a run belongs to (it and the time name the Job).
     token: str | None = None
+    backfill: bool = False
 
 
 def _digest(text: str, length: int) -> str:
@@ -82,7 +87,10 @@ def task_label(task_name: str) -> str:
 def job_name(task_name: str, run: Run) -> str:
     """The deterministic Job name of a run: creating it twice gets AlreadyExists."""
     base = short_name(task_name)
-    if run.token is not None:
+    if run.token is not None and run.backfill:
+        # Not the time alone: a time may be backfilled again, by another request.
+        name = f"{base}-b{_digest(f'{run.token}@{int(run.scheduled.timestamp())}', 10)}"
+    elif run.token is not None:
         name = f"{base}-m{_digest(run.token, 10)}"
     else:
         name = f"{base}-{int(run.scheduled.timestamp())}"

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from taskmaster.core.names import (
+    ANNOTATION_BACKFILL,
     ANNOTATION_RUN_NOW,
     ANNOTATION_SCHEDULED_AT,
     API_VERSION,
@@ -214,8 +215,13 @@ def render_job(
             "annotations": {
                 **(metadata.get("annotations") or {}),
                 ANNOTATION_SCHEDULED_AT: rfc3339(run.scheduled),
-                # A manual run's token names its Job and, for retries, the next one.
-                **({ANNOTATION_RUN_NOW: run.token} if run.token is not None else {}),
+                # A manual run's token names its Job and, for retries, the next one;
+                # so does a backfill's, with the scheduled time.
+                **(
+                    {ANNOTATION_BACKFILL if run.backfill else ANNOTATION_RUN_NOW: run.token}
+                    if run.token is not None
+                    else {}
+                ),
             },
             "ownerReferences": [
                 {

@@ -453,7 +453,8 @@ def describe_cron(cron: Cron) -> str:
 
 def _every_hour(parsed: croniter) -> bool:
     """Whether the hour field matches every hour (`*`, `*/1`, `0-23`, a list of all)."""
-    hours: Sequence[object] = parsed.expanded[-4]
+    # croniter keeps the seconds last: the hour is the second field either way.
+    hours: Sequence[object] = parsed.expanded[1]
     return list(hours) == ["*"] or set(hours) == set(range(24))
 
 

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from taskmaster.core.names import (
+    ANNOTATION_BACKFILL,
     ANNOTATION_RUN_NOW,
     LABEL_ATTEMPT,
     LABEL_SCHEDULED_TIME,
@@ -123,10 +124,12 @@ class JobView:
             reason = condition.get("reason") or ""
             message = condition.get("message") or ""
             finished_at = parse_time(condition.get("lastTransitionTime"))
-        token = (metadata.get("annotations") or {}).get(ANNOTATION_RUN_NOW)
+        annotations = metadata.get("annotations") or {}
+        backfill = annotations.get(ANNOTATION_BACKFILL)
+        token = backfill or annotations.get(ANNOTATION_RUN_NOW)
         return cls(
             name=metadata.get("name", ""),
-            run=Run(scheduled, attempt, trigger, token),
+            run=Run(scheduled, attempt, trigger, token, backfill=backfill is not None),
             start_time=parse_time(status.get("startTime")),
             completion_time=parse_time(status.get("completionTime")) or finished_at,
             result=result,
@@ -309,6 +312,8 @@ class Observation:
     consecutive_failures: int | None = None
     # The taskmaster.dev/resume value acted on; None: the previous status's.
     resume_token: str | None = None
+    # status.backfill as decided (backfill.Backfill.to_status); None: the previous one.
+    backfill: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -498,6 +503,7 @@ def reduce_status(previous: Mapping[str, Any], observed: Observation) -> StatusU
         "runNowToken": run_now_token,
         "consecutiveFailures": failures or None,
         "resumeToken": observed.resume_token or previous.get("resumeToken"),
+        "backfill": observed.backfill or previous.get("backfill"),
         "conditions": _conditions(
             previous.get("conditions") or (),
             _wanted_conditions(observed, phase, active, history, failures),

@@ -18,7 +18,11 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from taskmaster.core.backfill import BackfillRequest
+from taskmaster.core.backfill import check as check_backfill
 from taskmaster.core.names import (
+    ANNOTATION_BACKFILL,
+    ANNOTATION_RESUME,
     ANNOTATION_RUN_NOW,
     GROUP,
     KIND,
@@ -111,10 +115,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, help_ in (
         ("suspend", "stop new runs (running ones continue)"),
-        ("resume", "let the schedule run again"),
+        ("resume", "let the schedule run again (after suspend, or a stop after failures)"),
     ):
         sub = command(name, help_)
         sub.add_argument("names", nargs="+", metavar="NAME")
+
+    backfill = command(
+        "backfill",
+        "run every scheduled time of a past range once, oldest first (sets the backfill"
+        " annotation)",
+    )
+    backfill.add_argument("name")
+    backfill.add_argument("--from", dest="start", required=True, metavar="TIME", help="RFC 3339")
+    backfill.add_argument(
+        "--to", dest="end", required=True, metavar="TIME", help="RFC 3339, not in the future"
+    )
 
     upcoming = command(
         "next",
@@ -379,6 +394,18 @@ def _set_suspend(suspend: bool) -> Callable[[Session, argparse.Namespace], None]
     def command(session: Session, options: argparse.Namespace) -> None:
         for name in options.names:
             task = get_task(session, name)
+            stopped = (task.get("status") or {}).get("phase") == "Stopped"
+            if not suspend and stopped:
+                # Stopped after failures: a new resume token starts it again (and
+                # suspend goes, if it was set too).
+                patch: dict[str, Any] = {
+                    "metadata": {"annotations": {ANNOTATION_RESUME: view.run_now_token(_now())}}
+                }
+                if (task.get("spec") or {}).get("suspend"):
+                    patch["spec"] = {"suspend": False}
+                patch_task(session, name, patch)
+                print(f"{RESOURCE}/{name} {word}")
+                continue
             if bool((task.get("spec") or {}).get("suspend")) == suspend:
                 print(f"{RESOURCE}/{name} already {word}")
                 continue
@@ -386,6 +413,37 @@ def _set_suspend(suspend: bool) -> Callable[[Session, argparse.Namespace], None]
             print(f"{RESOURCE}/{name} {word}")
 
     return command
+
+
+def _time_flag(flag: str, text: str) -> datetime:
+    when = parse_time(text) if "T" in text.upper() else None
+    if when is None:
+        raise PluginError(f"{flag}: {text!r} is not an RFC 3339 time (2026-05-01T00:00:00Z)")
+    return when
+
+
+def cmd_backfill(session: Session, options: argparse.Namespace) -> None:
+    """Checked here as the operator will check it, so a refusal comes at once."""
+    now = _now()
+    task = get_task(session, options.name)
+    spec = view.spec_of(task, now)
+    if spec is None:
+        raise PluginError("the task's spec is invalid: see kubectl taskmaster describe")
+    token = view.run_now_token(now)
+    request = BackfillRequest(
+        token, _time_flag("--from", options.start), _time_flag("--to", options.end)
+    )
+    if request.end < request.start:
+        raise PluginError("--to: must not be before --from")
+    runs, refusal = check_backfill(spec.schedule, request, now)
+    if refusal is not None:
+        raise PluginError(f"backfill refused: {refusal}")
+    annotation = {ANNOTATION_BACKFILL: request.annotation()}
+    patch_task(session, options.name, {"metadata": {"annotations": annotation}})
+    print(
+        f"{RESOURCE}/{options.name} backfill requested (token {token}): {runs} runs from"
+        f" {rfc3339(request.start)} to {rfc3339(request.end)}, oldest first"
+    )
 
 
 # The flags of a preview without a task, for the fields the parser names.
@@ -550,6 +608,7 @@ COMMANDS: dict[str, Callable[[Session, argparse.Namespace], None]] = {
     "resume": _set_suspend(False),
     "logs": cmd_logs,
     "next": cmd_next,
+    "backfill": cmd_backfill,
 }
 
 

@@ -282,7 +282,7 @@ def default_container(pod: Mapping[str, Any]) -> str:
 
 
 def run_now_token(now: datetime) -> str:
-    """A fresh `taskmaster.dev/run-now` value: `kubectl-<UTC time>-<random>`."""
+    """A fresh token (run-now, backfill, resume): `kubectl-<UTC time>-<random>`."""
     return f"kubectl-{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 

@@ -32,8 +32,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from taskmaster.core.admission import parse_task
+from taskmaster.core.backfill import Backfill, backfill_events
 from taskmaster.core.decide import Plan, TaskState, decide, due_at
 from taskmaster.core.names import (
+    ANNOTATION_BACKFILL,
     ANNOTATION_RESUME,
     ANNOTATION_RUN_NOW,
     KIND,
@@ -147,6 +149,7 @@ class Task:
     generation: int | None = None
     run_now_token: str | None = None
     resume_token: str | None = None
+    backfill_request: str | None = None
     phase: str | None = None
     spec: TaskSpec | None = None
     invalid: InvalidSpec | None = None
@@ -180,6 +183,7 @@ class Task:
         annotations = metadata.get("annotations") or {}
         self.run_now_token = annotations.get(ANNOTATION_RUN_NOW)
         self.resume_token = annotations.get(ANNOTATION_RESUME)
+        self.backfill_request = annotations.get(ANNOTATION_BACKFILL)
         self.phase = status.get("phase")
 
     @property
@@ -576,6 +580,8 @@ class Scheduler:
                         spec_changed_at=task.spec_changed_at,
                         consecutive_failures=failures,
                         was_stopped=status.get("phase") == Phase.STOPPED,
+                        backfill_request=task.backfill_request,
+                        backfill=Backfill.from_status(status.get("backfill")),
                     ),
                     now,
                 )
@@ -612,6 +618,7 @@ class Scheduler:
                 run_now_token=plan.run_now_token,
                 consecutive_failures=failures,
                 resume_token=task.resume_token,
+                backfill=plan.backfill.to_status() if plan.backfill else None,
             ),
         )
         if replaced:
@@ -725,6 +732,12 @@ class Scheduler:
         if update.status["phase"] == Phase.STOPPED and decided.get("phase") != Phase.STOPPED:
             ready = next(c for c in update.status["conditions"] if c["type"] == "Ready")
             self._report(task, "Warning", "Stopped", ready["message"], "Stop")
+        self._report_backfill(task, decided.get("backfill"), update.status.get("backfill"))
+
+    def _report_backfill(self, task: Task, before: Any, after: Any) -> None:
+        """An Event when a backfill starts, completes or is refused."""
+        for event in backfill_events(Backfill.from_status(before), Backfill.from_status(after)):
+            self._report(task, *event, "Backfill")
 
     def _report(self, task: Task, type_: str, reason: str, message: str, action: str) -> None:
         """An Event, posted by `record` once the status it goes with is written."""

@@ -25,7 +25,15 @@ from typing import Any
 
 import kopf
 
-from taskmaster.core.admission import denial, job_problems, needs_review, parse_task, probe_job
+from taskmaster.core.admission import (
+    backfill_problems,
+    denial,
+    job_problems,
+    needs_review,
+    new_backfill,
+    parse_task,
+    probe_job,
+)
 from taskmaster.core.names import GROUP, PLURAL, VERSION
 from taskmaster.core.spec import InvalidSpec
 from taskmaster.shell.certificates import (
@@ -68,14 +76,19 @@ def register(
     @kopf.on.validate(GROUP, VERSION, PLURAL, id=HANDLER_ID, registry=registry)
     async def validate(**kwargs: Any) -> None:
         body: Mapping[str, Any] = kwargs["body"]
-        if not needs_review(kwargs.get("operation"), kwargs.get("old"), body):
+        review = needs_review(kwargs.get("operation"), kwargs.get("old"), body)
+        backfill = new_backfill(kwargs.get("old"), body)
+        if not review and backfill is None:
             return
         now = datetime.now(UTC)
         try:
             # The same time box as the operator's: a spec too costly to read is refused.
             with time_box(TIME_BOX_SECONDS):
                 spec = parse_task(body, now=now)
-                job = probe_job(body, spec, now=now, worker_image=worker_image)
+                problems = backfill_problems(backfill, spec, now) if backfill else []
+                if problems:
+                    raise InvalidSpec(problems)
+                job = probe_job(body, spec, now=now, worker_image=worker_image) if review else None
             status = None if job is None else await kube.dry_run_job(job, seconds=DRY_RUN_TIMEOUT)
         except Overrun:
             verdicts.labels("denied").inc()
