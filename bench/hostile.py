@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
-from tests.support.hostile import INSTANTS, LAGS, NAMES, SPECS, pipeline
+from tests.support.hostile import BACKFILLS, INSTANTS, LAGS, NAMES, SPECS, pipeline
 
 from taskmaster.shell.timebox import TIME_BOX_SECONDS
 
@@ -29,12 +29,14 @@ def slowest_reconcile(specs: int) -> dict[str, Any]:
         deadline=None,
         suppress_health_check=list(HealthCheck),
     )
-    @given(raw=SPECS, name=NAMES, now=INSTANTS, lag=LAGS)
-    def measure(raw: dict[str, Any], name: str, now: datetime, lag: float | None) -> None:
+    @given(raw=SPECS, name=NAMES, now=INSTANTS, lag=LAGS, backfill=BACKFILLS)
+    def measure(
+        raw: dict[str, Any], name: str, now: datetime, lag: float | None, backfill: str | None
+    ) -> None:
         gc.disable()
         try:
             started = time.process_time()
-            pipeline(raw, name, now, lag)
+            pipeline(raw, name, now, lag, backfill)
             seconds.append(time.process_time() - started)
         finally:
             gc.enable()

@@ -24,7 +24,9 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from tests.support.ha import LeaseHolders
 from tests.support.operator import OperatorProcess
+from tests.support.plugin import User
 from tests.support.tasks import Tasks
 from tests.support.wait import until
 
@@ -194,6 +196,20 @@ def operators(
 def operator(operators: Callable[..., OperatorProcess]) -> OperatorProcess:
     """One running operator for the test's namespace."""
     return operators().start()
+
+
+@pytest.fixture
+def holders(api: client.ApiClient, namespace: str) -> Iterator[LeaseHolders]:
+    """The holders of the test's Lease, as they change."""
+    watcher = LeaseHolders(api, namespace)
+    yield watcher
+    watcher.close()
+
+
+@pytest.fixture
+def user(kubeconfig: Path, namespace: str) -> User:
+    """Someone at a shell running `kubectl taskmaster` in the test's namespace."""
+    return User(kubeconfig, namespace)
 
 
 @pytest.fixture

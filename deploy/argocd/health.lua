@@ -3,7 +3,7 @@
 -- Reads the status the TaskMaster operator writes (see the status table of the
 -- product contract and docs/argocd.md for the rules and why):
 --   observedGeneration, phase (Scheduled, Running, Suspended, Completed, Failed,
---   Invalid), nextRunTime, history (newest first) and the Ready, Suspended,
+--   Stopped, Invalid), nextRunTime, history (newest first) and the Ready, Suspended,
 --   Running and Degraded conditions.
 --
 -- Argo CD runs custom checks with only the base, table and a reduced os library
@@ -101,6 +101,13 @@ end
 if phase == "Invalid" then
   hs.status = "Degraded"
   hs.message = message_of(condition(status, "Ready"), "The spec is invalid")
+  return hs
+end
+
+-- Stopped by spec.stopAfterConsecutiveFailures: it runs nothing until someone acts.
+if phase == "Stopped" then
+  hs.status = "Degraded"
+  hs.message = message_of(condition(status, "Ready"), "Stopped after consecutive failed runs")
   return hs
 end
 

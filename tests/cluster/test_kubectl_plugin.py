@@ -8,105 +8,22 @@ tests read what a user reads: the tables' columns and values, the messages.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 import yaml
 
 from taskmaster.core.render import rfc3339
 from tests.support.operator import OperatorProcess
+from tests.support.plugin import User, ok, table
 from tests.support.tasks import Tasks, condition, job_template, phase
 from tests.support.wait import until
 
 ROOT = Path(__file__).resolve().parents[2]
 # The log line every simulated pod serves: the message of the CRI-format line.
 SIMULATED_LOG = (ROOT / "hack" / "kwok" / "container.log").read_text().split(" ", 3)[3].rstrip("\n")
-KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
-SCRIPTS = Path(sys.executable).parent
-PLUGIN = SCRIPTS / "kubectl-taskmaster"
 AGE = r"(\d+[smhdy])+"
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@dataclass(frozen=True)
-class User:
-    """Someone at a shell with the cluster's kubeconfig (but not in $KUBECONFIG)."""
-
-    kubeconfig: Path
-    namespace: str
-
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["PATH"] = f"{SCRIPTS}{os.pathsep}{env.get('PATH', '')}"
-        # The flags, not the environment, must choose the cluster.
-        env["KUBECONFIG"] = str(self.kubeconfig.parent / "no-such-kubeconfig")
-        return env
-
-    def _run(self, command: list[str]) -> Result:
-        done = subprocess.run(
-            command, capture_output=True, text=True, env=self._env(), timeout=90, check=False
-        )
-        return Result(done.returncode, done.stdout, done.stderr)
-
-    def kubectl(self, *args: str) -> Result:
-        """`kubectl taskmaster ARGS -n NS --kubeconfig …`: kubectl finds the plugin on PATH."""
-        if not KUBECTL.exists():
-            pytest.skip("no kubectl in .tools/bin: run `make tools`")
-        return self._run(
-            [
-                str(KUBECTL),
-                "taskmaster",
-                *args,
-                "-n",
-                self.namespace,
-                "--kubeconfig",
-                str(self.kubeconfig),
-            ]
-        )
-
-    def plugin(self, *args: str, namespace: bool = True) -> Result:
-        """The console script itself, choosing the kubeconfig's context by name."""
-        context = yaml.safe_load(self.kubeconfig.read_text())["current-context"]
-        flags = ["--kubeconfig", str(self.kubeconfig), "--context", context]
-        return self._run([str(PLUGIN), *flags, *args, *(["-n", self.namespace] * namespace)])
-
-
-@pytest.fixture
-def user(kubeconfig: Path, namespace: str) -> User:
-    return User(kubeconfig, namespace)
-
-
-def table(output: str) -> list[dict[str, str]]:
-    """A kubectl-style table as rows of {header: value}, cut at the headers' columns."""
-    header, *lines = output.rstrip("\n").splitlines()
-    found = list(re.finditer(r"\S+(?: \S+)*", header))
-    names = [match.group() for match in found]
-    starts = [match.start() for match in found]
-    ends = [*starts[1:], None]
-    return [
-        {
-            name: line[start:end].strip()
-            for name, start, end in zip(names, starts, ends, strict=True)
-        }
-        for line in lines
-    ]
-
-
-def ok(result: Result) -> str:
-    assert result.code == 0, f"exit {result.code}: {result.err}"
-    return result.out
 
 
 def test_list_describe_and_history_show_real_runs(
@@ -126,6 +43,7 @@ def test_list_describe_and_history_show_real_runs(
     assert list(rows["tick"]) == [
         "NAME",
         "SCHEDULE",
+        "DESCRIPTION",
         "SUSPEND",
         "PHASE",
         "LAST RUN",
@@ -133,6 +51,8 @@ def test_list_describe_and_history_show_real_runs(
         "LAST RESULT",
     ]
     assert rows["tick"]["SCHEDULE"] == "every 2s"
+    assert rows["tick"]["DESCRIPTION"] == "Every 2 seconds"
+    assert rows["broken"]["DESCRIPTION"] == f"Once, at {rfc3339(at)}"
     assert rows["tick"]["SUSPEND"] == "false"
     assert rows["tick"]["PHASE"] in ("Scheduled", "Running")
     assert re.fullmatch(AGE, rows["tick"]["LAST RUN"])
@@ -182,6 +102,7 @@ def test_list_describe_and_history_show_real_runs(
     assert re.search(r"^Name:\s+broken$", described, re.M)
     assert re.search(rf"^Namespace:\s+{namespace}$", described, re.M)
     assert re.search(rf"^Schedule:\s+at {re.escape(rfc3339(at))}$", described, re.M)
+    assert re.search(rf"^Description:\s+Once, at {re.escape(rfc3339(at))}$", described, re.M)
     assert re.search(r"^Phase:\s+Failed$", described, re.M)
     assert re.search(r"^Runs:\s+0 succeeded, 1 failed, 0 missed$", described, re.M)
     sections = re.split(r"^(Conditions|Active Jobs|History|Events):$", described, flags=re.M)

@@ -6,6 +6,7 @@ slowest-reconcile row (bench/hostile.py).
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -141,8 +142,32 @@ SPECS = st.fixed_dictionaries(
         "successfulJobsHistoryLimit": _field(NUMBERS),
         "failedJobsHistoryLimit": _field(NUMBERS),
         "historyLimit": _field(NUMBERS),
+        "stopAfterConsecutiveFailures": _field(NUMBERS),
+        "schedules": _field(
+            st.lists(
+                _field(
+                    st.fixed_dictionaries(
+                        {"schedule": _field(CRONS)}, optional={"timeZone": _field(ZONES)}
+                    )
+                ),
+                max_size=12,
+            )
+        ),
     },
 ).flatmap(lambda spec: WORKLOADS.map(lambda workload: {**workload, **spec}))
+
+# The taskmaster.dev/backfill annotation: none, a request of any range, or anything.
+BACKFILLS = st.one_of(
+    st.none(),
+    st.builds(
+        lambda token, start, end: json.dumps({"token": token, "from": start, "to": end}),
+        st.sampled_from(["b", "", "x" * 300]),
+        instants(),
+        instants(),
+    ),
+    st.text(max_size=40),
+    st.just("x" * 2000),
+)
 
 NAMES = st.one_of(
     st.sampled_from(["t", "nightly-report", "x" * 63, "y" * 253, "z" * 254]),
@@ -160,7 +185,9 @@ LAGS = st.one_of(
 )
 
 
-def pipeline(raw: dict[str, Any], name: str, now: datetime, lag: float | None) -> None:
+def pipeline(
+    raw: dict[str, Any], name: str, now: datetime, lag: float | None, backfill: str | None = None
+) -> None:
     """Parse, decide, render and reduce once, as a reconcile does; fail on anything foreign."""
     created = now - timedelta(days=1)
     body = {
@@ -190,7 +217,7 @@ def pipeline(raw: dict[str, Any], name: str, now: datetime, lag: float | None) -
     cursor = None
     if lag is not None:
         cursor = max(MIN_TIME, min(now - timedelta(seconds=lag), MAX_TIME))
-    plan = decide(TaskState(ref, spec, [], cursor, since=created), now)
+    plan = decide(TaskState(ref, spec, [], cursor, since=created, backfill_request=backfill), now)
     assert len(plan.create) <= MAX_RUNS_PER_DECISION
     for run in plan.create:
         job = render_job(ref, spec, run, worker_image="worker:1")
@@ -206,6 +233,7 @@ def pipeline(raw: dict[str, Any], name: str, now: datetime, lag: float | None) -
             records=plan.records,
             last_schedule_time=plan.last_schedule_time,
             next_run_time=plan.next_run_time,
+            backfill=plan.backfill.to_status() if plan.backfill else None,
         ),
     )
     assert update.status["phase"] != "Invalid"

@@ -1,6 +1,6 @@
 -- Argo CD resource actions for taskmaster.dev/ScheduledTask: run-now always
--- (disabled while the spec is Invalid or the task is being deleted), and
--- suspend or resume, whichever applies.
+-- (disabled while the spec is Invalid or the task is being deleted), suspend
+-- unless suspended, and resume when suspended or stopped after failures.
 local actions = {}
 
 local invalid = obj.status ~= nil and obj.status.phase == "Invalid"
@@ -11,9 +11,11 @@ actions["run-now"] = {
   ["disabled"] = invalid or deleting,
 }
 
-if obj.spec.suspend == true then
+local stopped = obj.status ~= nil and obj.status.phase == "Stopped"
+if obj.spec.suspend == true or stopped then
   actions["resume"] = {["iconClass"] = "fa fa-fw fa-play"}
-else
+end
+if obj.spec.suspend ~= true then
   actions["suspend"] = {["iconClass"] = "fa fa-fw fa-pause"}
 end
 
