@@ -9,6 +9,7 @@ that did not answer would show as a refusal without a field-naming message.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -322,3 +323,32 @@ def test_a_dry_run_refused_for_other_reasons_admits_the_task(
     assert tasks.get("quota")
     assert "admitting" in served.logs()
     assert "exceeded quota" in served.logs()
+
+
+def test_a_backfill_request_over_the_bound_is_refused_at_apply_with_its_count(
+    webhook: Webhook, served: OperatorProcess, tasks: Tasks
+) -> None:
+    assert webhook.apply(manifest("often", {"every": "1s", "task": CONTAINER})).returncode == 0
+    too_many = {
+        "token": "b1",
+        "from": "2026-01-01T00:00:00Z",
+        "to": "2026-01-01T01:00:00Z",  # 3601 times of every 1s
+    }
+
+    with pytest.raises(ApiException) as refused:
+        tasks.patch(
+            "often",
+            {"metadata": {"annotations": {"taskmaster.dev/backfill": json.dumps(too_many)}}},
+        )
+
+    assert refused.value.status == 422
+    assert (
+        "metadata.annotations[taskmaster.dev/backfill]: the range holds 3601 runs, more than"
+        " the 1000 one backfill may create"
+    ) in str(refused.value.body)
+    # Other metadata changes of the same task still pass, and so does a request in bounds.
+    tasks.patch("often", {"metadata": {"labels": {"team": "a"}}})
+    within = {**too_many, "token": "b2", "to": "2026-01-01T00:10:00Z"}
+    tasks.patch(
+        "often", {"metadata": {"annotations": {"taskmaster.dev/backfill": json.dumps(within)}}}
+    )
