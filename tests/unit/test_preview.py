@@ -109,13 +109,15 @@ def test_next_without_a_task_needs_no_cluster(capsys: pytest.CaptureFixture[str]
         (["--schedule", "@daily", "--time-zone", ""], "error: --time-zone: must not be empty"),
         (["--every", "0s"], "error: --every: '0s' is shorter than the minimum of 1s"),
         (["--schedule", "@daily", "--every", "1m"], "error: next: give a task NAME, or exactly"),
+        # Said before any connection: the flags alone are wrong.
+        (["backup", "--schedule", "@daily"], "error: next: --schedule, --every and --time-zone"),
     ],
 )
 def test_next_without_a_task_names_the_bad_flag(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_:
-        main(["next", *argv])
+        main(["--kubeconfig", "/nonexistent", "next", *argv])
 
     assert exit_.value.code == 1
     assert capsys.readouterr().err.startswith(message)

@@ -11,7 +11,21 @@ actions["run-now"] = {
   ["disabled"] = invalid or deleting,
 }
 
-local stopped = obj.status ~= nil and obj.status.phase == "Stopped"
+-- Stopped after failures: the Ready condition says so (the phase says Running
+-- while a manual run is active).
+local function stopped_after_failures(status)
+  if status == nil or status.conditions == nil then
+    return false
+  end
+  for _, c in ipairs(status.conditions) do
+    if c.type == "Ready" and c.reason == "StoppedAfterFailures" then
+      return true
+    end
+  end
+  return false
+end
+
+local stopped = stopped_after_failures(obj.status)
 if obj.spec.suspend == true or stopped then
   actions["resume"] = {["iconClass"] = "fa fa-fw fa-play"}
 end

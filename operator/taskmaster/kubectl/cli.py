@@ -394,7 +394,7 @@ def _set_suspend(suspend: bool) -> Callable[[Session, argparse.Namespace], None]
     def command(session: Session, options: argparse.Namespace) -> None:
         for name in options.names:
             task = get_task(session, name)
-            stopped = (task.get("status") or {}).get("phase") == "Stopped"
+            stopped = view.stopped_after_failures(task)
             if not suspend and stopped:
                 # Stopped after failures: a new resume token starts it again (and
                 # suspend goes, if it was set too).
@@ -498,10 +498,15 @@ def preview_schedule(options: argparse.Namespace) -> None:
     _print_preview(options, _preview_spec(options, now), "default/preview", now, now)
 
 
+def _check_next(options: argparse.Namespace) -> None:
+    """`next` with a NAME takes none of the flags of a preview without a task."""
+    flags = (options.schedule, options.every, options.time_zone)
+    if options.name is not None and any(flag is not None for flag in flags):
+        raise PluginError("next: --schedule, --every and --time-zone preview without a task NAME")
+
+
 def cmd_next(session: Session, options: argparse.Namespace) -> None:
     now = _now()
-    if options.schedule is not None or options.every is not None or options.time_zone:
-        raise PluginError("next: --schedule, --every and --time-zone preview without a task NAME")
     task = get_task(session, options.name)
     spec = view.spec_of(task, now)
     status = task.get("status") or {}
@@ -512,7 +517,7 @@ def cmd_next(session: Session, options: argparse.Namespace) -> None:
     for holds, why in (
         (spec.suspend, "suspended (spec.suspend): none of these runs while it is"),
         (
-            status.get("phase") == "Stopped",
+            view.stopped_after_failures(task),
             "stopped after failures: none of these runs until resumed",
         ),
     ):
@@ -620,6 +625,8 @@ def _fail(message: str) -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> None:
     options = build_parser().parse_args(argv)
     try:
+        if options.command == "next":
+            _check_next(options)
         if options.command == "next" and options.name is None:
             preview_schedule(options)  # a schedule without a task needs no cluster
         else:

@@ -126,6 +126,15 @@ def words_of(task: Mapping[str, Any], now: datetime) -> str:
     return describe_schedule(spec) if spec is not None else "<invalid spec>"
 
 
+def stopped_after_failures(task: Mapping[str, Any]) -> bool:
+    """Whether stopAfterConsecutiveFailures stopped the task (its phase may say Running
+    while a manual run is active: the Ready condition says why it is not ready)."""
+    conditions = _status(task).get("conditions") or ()
+    return any(
+        c.get("type") == "Ready" and c.get("reason") == "StoppedAfterFailures" for c in conditions
+    )
+
+
 def _status(task: Mapping[str, Any]) -> Mapping[str, Any]:
     status: Mapping[str, Any] = task.get("status") or {}
     return status

@@ -1,9 +1,22 @@
 -- Scheduling resumes with the next scheduled time: times that passed while the
 -- task was suspended (or stopped after failures) are not caught up. A task
--- stopped by spec.stopAfterConsecutiveFailures starts again on a new value of
--- the taskmaster.dev/resume annotation: the request time, as run-now's.
+-- stopped by spec.stopAfterConsecutiveFailures (its Ready condition's reason
+-- says so, whatever the phase) starts again on a new value of the
+-- taskmaster.dev/resume annotation: the request time, as run-now's.
+local function stopped_after_failures(status)
+  if status == nil or status.conditions == nil then
+    return false
+  end
+  for _, c in ipairs(status.conditions) do
+    if c.type == "Ready" and c.reason == "StoppedAfterFailures" then
+      return true
+    end
+  end
+  return false
+end
+
 obj.spec.suspend = false
-if obj.status ~= nil and obj.status.phase == "Stopped" then
+if stopped_after_failures(obj.status) then
   if obj.metadata.annotations == nil then
     obj.metadata.annotations = {}
   end
