@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 TOOLS := .tools/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools cluster-up cluster-down lint fmt test test-unit demo bench bench-quick lock docs argocd-cm chart-crds clean
+.PHONY: help venv tools images cluster-up cluster-down lint fmt test test-unit demo bench bench-quick lock docs argocd-cm chart-crds clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -27,6 +27,9 @@ venv: $(BIN)/.installed ## create .venv with the locked dependencies
 
 tools: ## build (or reuse the cached) cluster binaries and link them into .tools/bin
 	$(PYTHON) hack/tools.py --bin $(TOOLS)
+
+images: venv ## build the operator and worker images from the Dockerfiles with buildah (no engine); installs buildah and mmdebstrap as root
+	$(BIN)/python hack/images.py
 
 cluster-up: tools ## start the local cluster (idempotent); kubeconfig in .cluster/kubeconfig
 	hack/cluster.sh up
