@@ -94,6 +94,12 @@ WORKLOADS = st.sampled_from(
         {"task": {"http": {"url": "https://hooks.example/run", "successCodes": "600-100"}}},
         {"task": {"http": {"url": "http://x", "method": "post", "timeoutSeconds": 10**12}}},
         {"jobTemplate": {"spec": {"template": {"spec": {"containers": []}}}}},
+        # What the schema lets through a preserved-unknown-fields template.
+        {"jobTemplate": {"spec": {"template": {"spec": None}}}},
+        {"jobTemplate": {"spec": {"template": None}}},
+        {"jobTemplate": {"spec": {"template": {"metadata": [], "spec": {"containers": "x"}}}}},
+        {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"env": "x"}, None]}}}}},
+        {"jobTemplate": {"spec": {"template": {"spec": {"initContainers": [{"env": None}]}}}}},
         {"task": {}},
         {},
     ]

@@ -74,6 +74,7 @@ def test_a_daily_task_backfills_each_day_of_the_range_oldest_first_under_allow()
         "runs": 3,
         "started": 3,
         "lastScheduledTime": "2026-05-03T00:00:00Z",
+        "message": None,  # written as null: no key of an earlier backfill outlives it
     }
 
 
@@ -181,7 +182,16 @@ def test_the_bound_itself_is_allowed() -> None:
     [
         ("tomorrow", "must be a JSON object"),
         ('{"from": "2026-05-01T00:00:00Z", "to": "2026-05-02T00:00:00Z"}', "token: must be"),
-        ('{"token": "t", "from": "2026-05-01", "to": "2026-05-02T00:00:00Z"}', "from: must be"),
+        (
+            '{"token": "t", "from": "2026-05-01", "to": "2026-05-02T00:00:00Z"}',
+            "from: '2026-05-01'",
+        ),
+        ('{"token": "t", "from": "2026-05-01T00:00:00", "to": "2026-05-02T00:00:00Z"}', "offset"),
+        (
+            '{"token": "t", "from": "0001-01-01T00:00:00+01:00", "to": "2026-05-02T00:00:00Z"}',
+            "range",
+        ),
+        ('{"token": "t", "from": 5, "to": "2026-05-02T00:00:00Z"}', "from: must be an RFC 3339"),
         ('{"token": "t", "from": "2026-05-02T00:00:00Z", "to": "2026-05-01T00:00:00Z"}', "to:"),
         ('{"token": "t", "from": "1900-05-02T00:00:00Z", "to": "2026-05-01T00:00:00Z"}', "1970"),
         ("x" * 2000, "longer than 1024"),
@@ -255,3 +265,67 @@ def test_events_say_when_a_backfill_starts_completes_or_is_refused() -> None:
     assert backfill_events(completed, refusal) == [
         ("Warning", "BackfillRefused", "backfill b2: to is in the future")
     ]
+
+
+def test_a_new_request_under_forbid_while_a_run_is_active_does_not_inherit_the_last_one() -> None:
+    spec = spec_of(schedule="@daily", concurrencyPolicy="Forbid")
+    done = Backfill("b0", BackfillState.COMPLETED, day(1), day(9), runs=9, started=9)
+    done = replace(done, last_scheduled_time=day(9))
+    active = JobView("task-x", Run(day(10, 11)))
+    previous = {"backfill": done.to_status()}
+
+    plan = decide(state(spec, annotation("b1"), jobs=(active,), backfill=done), NOW)
+
+    assert plan.backfill is not None
+    written = plan.backfill.to_status()
+    assert written["lastScheduledTime"] is None  # the merge patch removes b0's
+    merged = {**previous["backfill"], **written}
+    assert Backfill.from_status({k: v for k, v in merged.items() if v is not None}) == plan.backfill
+
+
+def test_under_forbid_failed_backfill_runs_are_retried_one_at_a_time() -> None:
+    spec = spec_of(
+        schedule="@daily",
+        concurrencyPolicy="Forbid",
+        retry={"limit": 1, "backoff": {"initialSeconds": 0}},
+    )
+    failed = tuple(
+        JobView(
+            job_name("task", run),
+            run,
+            result=Result.FAILED,
+            completion_time=NOW - timedelta(minutes=1),
+        )
+        for run in (
+            Run(day(d), trigger=Trigger.BACKFILL, token="b1", backfill=True) for d in (1, 2, 3)
+        )
+    )
+    done = Backfill("b1", BackfillState.COMPLETED, day(1), day(3), runs=3, started=3)
+
+    plan = decide(state(spec, jobs=failed, backfill=done), NOW)
+
+    assert [(r.scheduled, r.attempt) for r in plan.create] == [(day(1), 2)]
+
+
+def test_under_replace_a_scheduled_run_does_not_supersede_a_backfill_retry() -> None:
+    spec = spec_of(
+        every="1h",
+        startAt="2026-05-10T11:00:00Z",
+        concurrencyPolicy="Replace",
+        retry={"limit": 1, "backoff": {"initialSeconds": 0}},
+    )
+    run = Run(day(1), trigger=Trigger.BACKFILL, token="b1", backfill=True)
+    failed = JobView(job_name("task", run), run, result=Result.FAILED, completion_time=NOW)
+    done = Backfill("b1", BackfillState.COMPLETED, day(1), day(1), runs=1, started=1)
+    cursor = day(10, 11)
+
+    plan = decide(
+        replace(state(spec, jobs=(failed,), backfill=done), last_schedule_time=cursor),
+        NOW + timedelta(seconds=1),
+    )
+
+    assert [(r.trigger, r.scheduled) for r in plan.create] == [
+        (Trigger.RETRY, day(1)),
+        (Trigger.SCHEDULE, day(10, 12)),
+    ]
+    assert [r.result for r in plan.records] == []

@@ -242,3 +242,23 @@ def test_a_variable_the_template_sets_itself_is_left_as_it_is() -> None:
 
     assert [e for e in container["env"] if e["name"] == "TASKMASTER_TRIGGER"] == [own]
     assert set(run_variables(container)) == {"TASKMASTER_SCHEDULED_TIME", "TASKMASTER_ATTEMPT"}
+
+
+@pytest.mark.parametrize(
+    "pod",
+    [
+        None,
+        {"spec": None},
+        {"metadata": [], "spec": {"containers": "x"}},
+        {"spec": {"containers": [{"name": "a", "env": "x"}, None]}},
+        {"spec": {"initContainers": [{"name": "a", "env": None}], "containers": None}},
+    ],
+)
+def test_a_malformed_template_past_the_schema_renders_for_the_api_server_to_judge(
+    pod: Any,
+) -> None:
+    spec = spec_of({"schedule": "* * * * *", "jobTemplate": {"spec": {"template": pod}}})
+
+    job = render_job(TASK, spec, Run(SCHEDULED))
+
+    assert job["spec"]["template"]["metadata"]["labels"]["taskmaster.dev/attempt"] == "1"

@@ -373,3 +373,17 @@ def test_last_until_finds_the_latest_time_without_scanning_from_the_start() -> N
     assert yearly.last_until(utc(2026, 5, 1)) == utc(2026, 1, 1)
     assert once.last_until(utc(2026, 4, 1)) is None
     assert once.last_until(utc(2026, 6, 1)) == utc(2026, 5, 1)
+
+
+def test_an_interval_style_rare_day_is_found_across_many_offset_changes() -> None:
+    # The fifth Thursday of February: 2052 first, with some 50 changes of Gaza's offset
+    # before it.
+    times = fires("0 * ? 2 THU#5", utc(2026, 5, 1), 1, "Asia/Gaza")
+
+    assert times == [utc(2052, 2, 28, 22)]
+
+
+def test_nearest_weekday_of_a_day_no_month_of_the_schedule_has_is_refused_quickly() -> None:
+    # Every second of April 30th was once walked, one by one, for 30 years.
+    with pytest.raises(ScheduleError, match="can never fire"):
+        parse_cron("* * * 31W 4 *", ZoneInfo("UTC"), hash_key="ns/task")

@@ -16,10 +16,12 @@ from taskmaster.core.status import (
     Observation,
     PodOutcome,
     Result,
+    count_failures,
     expired_jobs,
     failure_streak,
     reduce_status,
     same_status,
+    says_stopped,
 )
 
 CREATED = datetime(2026, 5, 1, 12, tzinfo=UTC)
@@ -327,3 +329,66 @@ def test_a_spec_change_or_a_new_resume_token_resets_the_count() -> None:
     assert failure_streak(previous, generation=2, resume_token="a") == 0
     assert failure_streak(previous, generation=1, resume_token="b") == 0
     assert failure_streak(previous, generation=1, resume_token=None) == 3
+
+
+def test_a_stop_is_read_from_the_ready_condition_whatever_the_phase() -> None:
+    spec = spec_of(stopAfterConsecutiveFailures=1)
+    manual = JobView("t-m1", Run(at(30), trigger=Trigger.MANUAL, token="m"))
+    status = reduce_status({}, observe([failed(10), manual], spec=spec, generation=1)).status
+
+    assert status["phase"] == "Running"
+    assert says_stopped(status)
+    assert not says_stopped({"phase": "Stopped"})
+
+
+def test_failures_count_in_the_order_runs_end_and_a_refused_job_counts() -> None:
+    spec = spec_of(stopAfterConsecutiveFailures=1, retry={"limit": 2})
+    early_success = replace(failed(20), name="t-b", result=Result.SUCCEEDED, completion_time=at(21))
+    late_failure = replace(failed(10, attempt=3), name="t-a-3", completion_time=at(35))
+    refused = HistoryEntry(at(40), Result.FAILED, reason="JobCreateFailed")
+
+    # Listed by scheduled time, the failure (scheduled 10) before the success (20);
+    # it ended last, so it is the one that counts.
+    assert count_failures(0, [entry(late_failure), entry(early_success)], spec) == 1
+    assert count_failures(0, [refused], spec) == 1
+
+
+def entry(job: JobView) -> HistoryEntry:
+    assert job.result is not None
+    return HistoryEntry.from_job(job, job.result)
+
+
+def test_a_job_recorded_since_the_last_write_is_not_recorded_again() -> None:
+    spec = spec_of(historyLimit=0, stopAfterConsecutiveFailures=2)
+    first = reduce_status({}, observe([failed(10)], spec=spec, generation=1))
+    assert first.status["consecutiveFailures"] == 1
+
+    again = reduce_status(
+        first.status,
+        observe([failed(10)], spec=spec, generation=1, recorded_jobs=frozenset({failed(10).name})),
+    )
+
+    assert again.recorded == []
+    assert again.status["consecutiveFailures"] == 1
+    assert again.status["failedRuns"] == 1
+
+
+def test_a_one_time_task_that_failed_is_failed_not_stopped() -> None:
+    spec = spec_of(every=None, runAt="2026-05-01T12:00:10Z", stopAfterConsecutiveFailures=1)
+
+    status = reduce_status({}, observe([failed(10)], spec=spec, next_run_time=None)).status
+
+    assert status["phase"] == "Failed"
+    assert not says_stopped(status)
+
+
+def test_a_failed_token_run_waiting_for_its_retry_keeps_its_job() -> None:
+    spec = spec_of(retry={"limit": 1}, failedJobsHistoryLimit=0)
+    run = Run(at(-86400), trigger=Trigger.BACKFILL, token="b", backfill=True)
+    waiting = JobView("t-b1", run, result=Result.FAILED, completion_time=at(1))
+    retried = JobView("t-b2", replace(run, scheduled=at(-80000)), result=Result.FAILED)
+    second = JobView("t-b2-2", replace(retried.run, attempt=2), result=Result.FAILED)
+
+    expired = expired_jobs([waiting, retried, second], spec, [])
+
+    assert expired == ["t-b2", "t-b2-2"]

@@ -26,7 +26,8 @@ from typing import Any
 
 from taskmaster.core.names import Run, Trigger
 from taskmaster.core.render import rfc3339
-from taskmaster.core.schedule import MAX_TIME, MIN_TIME, Every, RunAt, Schedule
+from taskmaster.core.schedule import Every, RunAt, Schedule
+from taskmaster.core.spec import rfc3339_instant
 from taskmaster.core.status import parse_time
 
 # The most runs one backfill may create (docs/reference.md): a larger range is
@@ -58,7 +59,13 @@ class BackfillRequest:
 
 
 class BadRequest(ValueError):
-    """An annotation that is not a backfill request; the message says why."""
+    """An annotation that is not a backfill request; the message says why, naming the
+    key at fault (`key`: token, from or to) when one is."""
+
+    def __init__(self, message: str, key: str = "") -> None:
+        super().__init__(f"{key}: {message}" if key else message)
+        self.key = key
+        self.reason = message
 
 
 def parse_request(value: str) -> BackfillRequest:
@@ -73,19 +80,19 @@ def parse_request(value: str) -> BackfillRequest:
         raise BadRequest('must be a JSON object {"token": ..., "from": ..., "to": ...}')
     token = raw.get("token")
     if not isinstance(token, str) or not token:
-        raise BadRequest("token: must be a non-empty string")
+        raise BadRequest("must be a non-empty string", "token")
     ends = []
     for key in ("from", "to"):
         when = raw.get(key)
-        parsed = parse_time(when) if isinstance(when, str) and len(when) <= 64 else None
-        if parsed is None or "T" not in str(when).upper():
-            raise BadRequest(f"{key}: must be an RFC 3339 time with an offset")
-        if not MIN_TIME <= parsed < MAX_TIME:
-            raise BadRequest(f"{key}: must be from 1970 up to (not including) 2100")
-        ends.append(parsed)
+        if not isinstance(when, str):
+            raise BadRequest("must be an RFC 3339 time with an offset", key)
+        try:
+            ends.append(rfc3339_instant(when))
+        except ValueError as error:
+            raise BadRequest(str(error), key) from None
     start, end = ends
     if end < start:
-        raise BadRequest("to: must not be before from")
+        raise BadRequest("must not be before from", "to")
     return BackfillRequest(token, start, end)
 
 
@@ -171,7 +178,9 @@ class Backfill:
             ),
             "message": self.message or None,
         }
-        return {key: value for key, value in entry.items() if value is not None}
+        # Every key, null where there is no value: the status is written as a merge
+        # patch, and a key of the previous backfill must not outlive it.
+        return entry
 
     @classmethod
     def from_status(cls, raw: Any) -> Backfill | None:

@@ -82,6 +82,8 @@ class TaskState:
     # last status said Stopped: times passed while stopped are not runs.
     consecutive_failures: int = 0
     was_stopped: bool = False
+    # Jobs recorded since the status was last written (status.Observation.recorded_jobs).
+    recorded_jobs: frozenset[str] = frozenset()
     # The taskmaster.dev/backfill annotation as written, and status.backfill.
     backfill_request: str | None = None
     backfill: Backfill | None = None
@@ -305,15 +307,12 @@ def _stopped(state: TaskState) -> bool:
     since the last status too (their Jobs say so before the history does)."""
     if state.spec.stop_after_consecutive_failures is None:
         return False
-    recorded = {entry.job_name for entry in state.history if entry.job_name}
-    ended = sorted(
-        (
-            HistoryEntry.from_job(job, job.result)
-            for job in state.jobs
-            if job.result is not None and job.name not in recorded
-        ),
-        key=lambda entry: (entry.completion_time or entry.scheduled_time, entry.attempt),
-    )
+    recorded = {e.job_name for e in state.history if e.job_name} | state.recorded_jobs
+    ended = [
+        HistoryEntry.from_job(job, job.result)
+        for job in state.jobs
+        if job.result is not None and job.name not in recorded
+    ]
     return stopped(state.spec, count_failures(state.consecutive_failures, ended, state.spec))
 
 
@@ -511,10 +510,11 @@ def _retries(state: TaskState, now: datetime) -> tuple[list[Run], datetime | Non
         elif later is None or at < later:
             later = at
     due.sort(key=lambda r: (r.scheduled, r.attempt))
-    scheduled_due = [run for run in due if run.token is None]
+    # Backfill runs obey the policy too (unlike manual ones).
+    scheduled_due = [run for run in due if run.token is None or run.backfill]
     if policy is ConcurrencyPolicy.FORBID and len(scheduled_due) > 1:
         # One at a time: the oldest now, the next once it has ended.
-        due = [run for run in due if run.token is not None or run is scheduled_due[0]]
+        due = [run for run in due if run not in scheduled_due or run is scheduled_due[0]]
     return due, later
 
 
@@ -592,7 +592,8 @@ def _start(plan: Plan, spec: TaskSpec, active: list[JobView], run: Run) -> None:
             plan.records.append(_unstarted(run, Result.REPLACED, "ConcurrencyPolicyReplace", why))
             return
         _replace(plan, active, run.scheduled)
-        superseded = [r for r in plan.create if r.trigger is not Trigger.MANUAL]
+        # Scheduled runs only: manual and backfill runs (and their retries) stay.
+        superseded = [r for r in plan.create if r.token is None]
         for earlier in superseded:
             plan.create.remove(earlier)
             why = f"superseded by the run at {rfc3339(run.scheduled)}"

@@ -162,13 +162,21 @@ RUN_ENVIRONMENT = {
 }
 
 
-def _with_run_environment(pod_spec: dict[str, Any]) -> None:
-    """Add the run's variables to every container that does not set them itself."""
+def _with_run_environment(pod_spec: Any) -> None:
+    """Add the run's variables to every container that does not set them itself. A
+    malformed pod spec is left as it is: the API server refuses the Job, saying why."""
+    if not isinstance(pod_spec, dict):
+        return
     for kind in ("initContainers", "containers"):
-        for container in pod_spec.get(kind) or ():
+        containers = pod_spec.get(kind)
+        for container in containers if isinstance(containers, list) else ():
             if not isinstance(container, dict):
                 continue
-            env = container.setdefault("env", [])
+            if container.get("env") is None:
+                container["env"] = []
+            env = container["env"]
+            if not isinstance(env, list):
+                continue
             given = {variable.get("name") for variable in env if isinstance(variable, dict)}
             env += [
                 {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
@@ -198,13 +206,19 @@ def render_job(
     labels = run_labels(task, run)
     if spec.timeout_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.timeout_seconds
-    pod_metadata = job_spec.setdefault("template", {}).setdefault("metadata", {})
+    # A template past the schema may hold anything: what is not an object becomes one.
+    template = job_spec.get("template")
+    if not isinstance(template, dict):
+        template = job_spec["template"] = {}
+    pod_metadata = template.get("metadata")
+    if not isinstance(pod_metadata, dict):
+        pod_metadata = template["metadata"] = {}
     pod_metadata["labels"] = {**(pod_metadata.get("labels") or {}), **labels}
     pod_metadata["annotations"] = {
         **(pod_metadata.get("annotations") or {}),
         ANNOTATION_SCHEDULED_AT: rfc3339(run.scheduled),
     }
-    _with_run_environment(job_spec["template"].setdefault("spec", {}))
+    _with_run_environment(template.get("spec"))
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -208,7 +208,11 @@ def _walls(parsed: croniter, nearest_weekday_of: int | None, after: datetime) ->
             nearest_weekday_of
             and calendar.monthrange(wall.year, wall.month)[1] < nearest_weekday_of
         ):
-            continue  # `31W` in a month without a 31st: no day is nearest to it
+            # `31W` in a month without a 31st: no day is nearest to it. On to the
+            # next month at once (not match by match: a seconds field has many).
+            following = datetime(wall.year + wall.month // 12, wall.month % 12 + 1, 1)
+            walls.set_current(following - timedelta(seconds=1), force=True)
+            continue
         yield wall
 
 
@@ -228,9 +232,10 @@ def _next_fire_of(
 # No zone changes its offset twice within this (tzdata's closest pair since
 # 1970 is weeks apart), and none shifts by more: a step that finds each change.
 _OFFSET_STEP = timedelta(days=1)
-# The changes one search crosses before it gives up (a bound, not a case: a
-# search crosses one or two; a rare day-of-month and weekday pair, a few dozen).
-_MAX_CHANGES = 64
+# The offset changes one search may cross: more than any zone has between 1970
+# and 2100 (two a year at most), so a rare day (the fifth Thursday of February)
+# is found however far off it is; a bound, not a case.
+_MAX_CHANGES = 1024
 
 
 def _next_elapsed_fire_of(

@@ -194,6 +194,30 @@ def _rfc3339(instant: datetime) -> str:
     return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def rfc3339_instant(value: str) -> datetime:
+    """An RFC 3339 time with an offset, from MIN_TIME up to (not including) MAX_TIME, in
+    UTC; ValueError says what is wrong with it, for a human."""
+    try:
+        # RFC 3339 allows lower-case separators; Python's parser wants them upper-case.
+        parsed = datetime.fromisoformat(value.upper()) if len(value) <= 64 else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ValueError(
+            f"{_shown(value)} is not an RFC 3339 time with an offset (2026-05-01T12:00:00Z)"
+        )
+    try:
+        instant = parsed.astimezone(UTC)
+    except OverflowError:  # its offset takes it past year 9999 or before year 1
+        instant = MAX_TIME if parsed.year > MIN_TIME.year else MIN_TIME - timedelta(1)
+    if not MIN_TIME <= instant < MAX_TIME:
+        raise ValueError(
+            f"{_shown(value)} is out of range: from {_rfc3339(MIN_TIME)}"
+            f" up to (not including) {_rfc3339(MAX_TIME)}"
+        )
+    return instant
+
+
 class _Reader:
     """Reads typed fields from the raw spec, collecting errors instead of raising."""
 
@@ -274,26 +298,9 @@ class _Reader:
         if value is None:
             return None
         try:
-            # RFC 3339 allows lower-case separators; Python's parser wants them upper-case.
-            parsed = datetime.fromisoformat(value.upper()) if len(value) <= 64 else None
-        except ValueError:
-            parsed = None
-        if parsed is None or parsed.tzinfo is None:
-            self.error(
-                name,
-                f"{_shown(value)} is not an RFC 3339 time with an offset (2026-05-01T12:00:00Z)",
-            )
-            return None
-        try:
-            instant = parsed.astimezone(UTC)
-        except OverflowError:  # its offset takes it past year 9999 or before year 1
-            instant = MAX_TIME if parsed.year > MIN_TIME.year else MIN_TIME - timedelta(1)
-        if not MIN_TIME <= instant < MAX_TIME:
-            self.error(
-                name,
-                f"{_shown(value)} is out of range: from {_rfc3339(MIN_TIME)}"
-                f" up to (not including) {_rfc3339(MAX_TIME)}",
-            )
+            instant = rfc3339_instant(value)
+        except ValueError as error:
+            self.error(name, str(error))
             return None
         return whole_second(instant, earlier=earlier)
 

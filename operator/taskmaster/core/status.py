@@ -314,6 +314,9 @@ class Observation:
     resume_token: str | None = None
     # status.backfill as decided (backfill.Backfill.to_status); None: the previous one.
     backfill: Mapping[str, Any] | None = None
+    # Jobs recorded since the status was last written: recorded already, even if
+    # their entries fell out of the history kept (their Jobs go once it is written).
+    recorded_jobs: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -351,16 +354,31 @@ def failure_streak(
 
 
 def count_failures(count: int, entries: Iterable[HistoryEntry], spec: TaskSpec) -> int:
-    """`count` after the runs that ended in `entries` (oldest first): a run failed when its
-    last attempt (no retry to come) failed or timed out; a success resets the count."""
-    for entry in entries:
+    """`count` after the runs that ended in `entries`, in the order they ended: a run
+    failed when its last attempt failed or timed out with no retry to come (past
+    retry.limit, or its Job refused by the API: such a run is not retried); a success
+    resets the count."""
+    for entry in sorted(entries, key=lambda e: (e.completion_time or e.scheduled_time, e.attempt)):
         if entry.result is Result.SUCCEEDED:
             count = 0
         elif entry.result in (Result.FAILED, Result.TIMED_OUT) and (
-            entry.attempt > spec.retry.limit
+            entry.attempt > spec.retry.limit or entry.job_name is None
         ):
             count += 1
     return count
+
+
+STOPPED_REASON = "StoppedAfterFailures"
+
+
+def says_stopped(status: Mapping[str, Any]) -> bool:
+    """Whether a status says stopAfterConsecutiveFailures stopped the task: its Ready
+    condition does (the phase says Running while a manual run is active)."""
+    return any(
+        c.get("type") == "Ready" and c.get("reason") == STOPPED_REASON
+        for c in status.get("conditions") or ()
+        if isinstance(c, Mapping)
+    )
 
 
 def stopped(spec: TaskSpec, failures: int) -> bool:
@@ -378,6 +396,15 @@ def stop_message(spec: TaskSpec, failures: int) -> str:
     )
 
 
+def _stops(observed: Observation, failures: int) -> bool:
+    """Whether the stop holds runs back: a task with none left (a one-time task, one past
+    endAt or maxRuns) is Failed or Completed, not Stopped."""
+    spec = observed.spec
+    if spec is None or not stopped(spec, failures) or isinstance(spec.schedule, RunAt):
+        return False
+    return spec.timeline.next(observed.last_schedule_time) is not None
+
+
 def _phase(
     observed: Observation, active: bool, history: Sequence[HistoryEntry], failures: int
 ) -> Phase:
@@ -388,7 +415,7 @@ def _phase(
     for phase, holds in (
         (Phase.RUNNING, active),
         (Phase.SUSPENDED, spec.suspend),
-        (Phase.STOPPED, stopped(spec, failures)),
+        (Phase.STOPPED, _stops(observed, failures)),
         (Phase.SCHEDULED, observed.next_run_time is not None),
         (
             Phase.FAILED,
@@ -439,7 +466,7 @@ def _kept(history: list[HistoryEntry], spec: TaskSpec) -> list[HistoryEntry]:
 def reduce_status(previous: Mapping[str, Any], observed: Observation) -> StatusUpdate:
     """The next status, and the history entries it adds."""
     history = read_history(previous)
-    known_jobs = {entry.job_name for entry in history if entry.job_name}
+    known_jobs = {entry.job_name for entry in history if entry.job_name} | observed.recorded_jobs
     recorded = [
         HistoryEntry.from_job(job, job.result)
         for job in observed.jobs
@@ -527,8 +554,8 @@ def _wanted_conditions(
         ready = Condition("Ready", False, "InvalidSpec", message)
     elif spec.suspend:
         ready = Condition("Ready", False, "Suspended", "spec.suspend is true: no new runs")
-    elif phase is Phase.STOPPED or (stopped(spec, failures) and observed.next_run_time is None):
-        ready = Condition("Ready", False, "StoppedAfterFailures", stop_message(spec, failures))
+    elif _stops(observed, failures):
+        ready = Condition("Ready", False, STOPPED_REASON, stop_message(spec, failures))
     elif observed.next_run_time is not None:
         next_run = rfc3339(observed.next_run_time)
         ready = Condition("Ready", True, "Scheduled", f"next run at {next_run}")
@@ -558,8 +585,16 @@ def _wanted_conditions(
 
 
 def same_status(previous: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
-    """Whether patching `status` over `previous` would change nothing."""
-    return all(previous.get(key) == value for key, value in status.items())
+    """Whether patching `status` over `previous` would change nothing (a null in a
+    merge patch removes a key: as good as absent)."""
+    return all(_present(previous.get(key)) == _present(value) for key, value in status.items())
+
+
+def _present(value: Any) -> Any:
+    """`value` without the keys of its objects that are null."""
+    if isinstance(value, Mapping):
+        return {k: _present(v) for k, v in value.items() if v is not None}
+    return value
 
 
 def expired_jobs(jobs: Sequence[JobView], spec: TaskSpec, history: Sequence[Any]) -> list[str]:
@@ -572,10 +607,28 @@ def expired_jobs(jobs: Sequence[JobView], spec: TaskSpec, history: Sequence[Any]
     )
     succeeded = [job for job in finished if job.result is Result.SUCCEEDED]
     failed = [job for job in finished if job.result is not Result.SUCCEEDED]
+    # A failed manual or backfill run whose retry is still to come stays: its Job is
+    # the only record of the token its retry is named by.
+    latest: dict[str, int] = {}
+    for job in jobs:
+        first = _first_attempt_name(job.name, job.run.attempt)
+        latest[first] = max(latest.get(first, 0), job.run.attempt)
+    waiting = {
+        job.name
+        for job in failed
+        if job.run.token is not None
+        and job.run.attempt <= spec.retry.limit
+        and latest[_first_attempt_name(job.name, job.run.attempt)] == job.run.attempt
+    }
+    failed = [job for job in failed if job.name not in waiting]
     expired = (
         succeeded[spec.successful_jobs_history_limit :] + failed[spec.failed_jobs_history_limit :]
     )
-    expired += [job for job in finished if job.name not in in_history and job not in expired]
+    expired += [
+        job
+        for job in finished
+        if job.name not in in_history and job not in expired and job.name not in waiting
+    ]
     # A run's earlier attempts go with a later one: a failed first attempt that
     # outlived every record of its retry would be retried again.
     gone = {_first_attempt_name(job.name, job.run.attempt): job.run.attempt for job in expired}

@@ -18,7 +18,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from taskmaster.core.backfill import BackfillRequest
+from taskmaster.core.backfill import BadRequest, parse_request
 from taskmaster.core.backfill import check as check_backfill
 from taskmaster.core.names import (
     ANNOTATION_BACKFILL,
@@ -415,13 +415,6 @@ def _set_suspend(suspend: bool) -> Callable[[Session, argparse.Namespace], None]
     return command
 
 
-def _time_flag(flag: str, text: str) -> datetime:
-    when = parse_time(text) if "T" in text.upper() else None
-    if when is None:
-        raise PluginError(f"{flag}: {text!r} is not an RFC 3339 time (2026-05-01T00:00:00Z)")
-    return when
-
-
 def cmd_backfill(session: Session, options: argparse.Namespace) -> None:
     """Checked here as the operator will check it, so a refusal comes at once."""
     now = _now()
@@ -430,11 +423,11 @@ def cmd_backfill(session: Session, options: argparse.Namespace) -> None:
     if spec is None:
         raise PluginError("the task's spec is invalid: see kubectl taskmaster describe")
     token = view.run_now_token(now)
-    request = BackfillRequest(
-        token, _time_flag("--from", options.start), _time_flag("--to", options.end)
-    )
-    if request.end < request.start:
-        raise PluginError("--to: must not be before --from")
+    value = json.dumps({"token": token, "from": options.start, "to": options.end})
+    try:
+        request = parse_request(value)  # as the webhook and the operator read it
+    except BadRequest as error:
+        raise PluginError(f"--{error.key}: {error.reason}") from error
     runs, refusal = check_backfill(spec.schedule, request, now)
     if refusal is not None:
         raise PluginError(f"backfill refused: {refusal}")

@@ -18,7 +18,13 @@ from taskmaster.core.names import ANNOTATION_RUN_NOW, GROUP, PLURAL
 from taskmaster.core.preview import Upcoming, describe_schedule
 from taskmaster.core.render import rfc3339
 from taskmaster.core.spec import InvalidSpec, TaskSpec
-from taskmaster.core.status import HistoryEntry, Result, parse_time, read_history
+from taskmaster.core.status import (
+    HistoryEntry,
+    Result,
+    parse_time,
+    read_history,
+    says_stopped,
+)
 
 NONE = "<none>"
 RESOURCE = f"{PLURAL}.{GROUP}"
@@ -127,12 +133,7 @@ def words_of(task: Mapping[str, Any], now: datetime) -> str:
 
 
 def stopped_after_failures(task: Mapping[str, Any]) -> bool:
-    """Whether stopAfterConsecutiveFailures stopped the task (its phase may say Running
-    while a manual run is active: the Ready condition says why it is not ready)."""
-    conditions = _status(task).get("conditions") or ()
-    return any(
-        c.get("type") == "Ready" and c.get("reason") == "StoppedAfterFailures" for c in conditions
-    )
+    return says_stopped(_status(task))
 
 
 def _status(task: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -49,7 +49,6 @@ from taskmaster.core.status import (
     HistoryEntry,
     JobView,
     Observation,
-    Phase,
     PodOutcome,
     Result,
     expired_jobs,
@@ -58,6 +57,7 @@ from taskmaster.core.status import (
     read_history,
     reduce_status,
     same_status,
+    says_stopped,
 )
 from taskmaster.shell.kube import ApiError, Kube
 from taskmaster.shell.metrics import Metrics
@@ -128,6 +128,8 @@ class Unwritten:
     jobs: list[JobView] = field(default_factory=list)
     # Jobs replaced (concurrencyPolicy Replace): deleted once the status is written.
     replaced: list[str] = field(default_factory=list)
+    # Jobs recorded in the status decided: not new again, whatever history it keeps.
+    recorded: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -579,7 +581,10 @@ class Scheduler:
                         ),
                         spec_changed_at=task.spec_changed_at,
                         consecutive_failures=failures,
-                        was_stopped=status.get("phase") == Phase.STOPPED,
+                        was_stopped=says_stopped(status),
+                        recorded_jobs=(
+                            frozenset(task.unwritten.recorded) if task.unwritten else frozenset()
+                        ),
                         backfill_request=task.backfill_request,
                         backfill=Backfill.from_status(status.get("backfill")),
                     ),
@@ -710,12 +715,14 @@ class Scheduler:
     def _decide_status(self, task: Task, observed: Observation) -> None:
         """The next status, kept as unwritten (with its Events) until `record` writes it."""
         decided = task.status  # decoded once: the held status is JSON
-        update = reduce_status(decided, observed)
+        recorded = frozenset(task.unwritten.recorded) if task.unwritten else frozenset()
+        update = reduce_status(decided, replace(observed, recorded_jobs=recorded))
         if same_status(decided, update.status):
             return
         unwritten = self._unwritten(task)
         unwritten.status.update(update.status)
         unwritten.jobs = list(observed.jobs)
+        unwritten.recorded |= {entry.job_name for entry in update.recorded if entry.job_name}
         if observed.invalid is not None:
             # Once per new message: the status does not change otherwise.
             self._report(task, "Warning", "InvalidSpec", str(observed.invalid), "Validate")
@@ -729,7 +736,7 @@ class Scheduler:
             if entry.message or entry.reason:
                 message += f": {entry.message or entry.reason}"
             self._report(task, type_, reason, message, "RecordRun")
-        if update.status["phase"] == Phase.STOPPED and decided.get("phase") != Phase.STOPPED:
+        if says_stopped(update.status) and not says_stopped(decided):
             ready = next(c for c in update.status["conditions"] if c["type"] == "Ready")
             self._report(task, "Warning", "Stopped", ready["message"], "Stop")
         self._report_backfill(task, decided.get("backfill"), update.status.get("backfill"))
