@@ -220,7 +220,15 @@ def test_each_runbook_url_points_to_a_runbook_section() -> None:
 
 # -- links between the pages -----------------------------------------------------
 
-PAGES = [ROOT / "README.md", REFERENCE, OPERATIONS, ROOT / "docs" / "comparison.md"]
+PAGES = [
+    ROOT / "README.md",
+    REFERENCE,
+    OPERATIONS,
+    *(
+        ROOT / "docs" / f"{name}.md"
+        for name in ("comparison", "schedules", "design", "kubectl-plugin")
+    ),
+]
 # Pages that other parts of the install work add; linked before they land.
 ADDED_ELSEWHERE = {
     "docs/webhook.md",
