@@ -13,6 +13,8 @@ actions["run-now"] = {
 
 -- Stopped after failures: the Ready condition says so (the phase says Running
 -- while a manual run is active).
+-- (Argo CD runs each script alone, with no module to share: the same few lines
+-- are in discovery.lua and resume/action.lua.)
 local function stopped_after_failures(status)
   if status == nil or status.conditions == nil then
     return false

@@ -3,6 +3,8 @@
 -- stopped by spec.stopAfterConsecutiveFailures (its Ready condition's reason
 -- says so, whatever the phase) starts again on a new value of the
 -- taskmaster.dev/resume annotation: the request time, as run-now's.
+-- (Argo CD runs each script alone, with no module to share: the same few lines
+-- are in discovery.lua and resume/action.lua.)
 local function stopped_after_failures(status)
   if status == nil or status.conditions == nil then
     return false
