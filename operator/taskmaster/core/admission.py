@@ -43,7 +43,8 @@ def new_backfill(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str |
     """The backfill annotation the request sets or changes, if it does."""
 
     def annotation(task: Mapping[str, Any] | None) -> Any:
-        return ((task or {}).get("metadata") or {}).get("annotations", {}).get(ANNOTATION_BACKFILL)
+        metadata = (task or {}).get("metadata") or {}
+        return (metadata.get("annotations") or {}).get(ANNOTATION_BACKFILL)
 
     value = annotation(new)
     return value if isinstance(value, str) and value != annotation(old) else None
