@@ -166,7 +166,9 @@ class Backfill:
     message: str = ""
 
     def to_status(self) -> dict[str, Any]:
-        entry = {
+        # Every key, null where there is no value: the status is written as a merge
+        # patch, and a key of the previous backfill must not outlive it.
+        return {
             "token": self.token,
             "state": self.state.value,
             "from": rfc3339(self.start) if self.start else None,
@@ -178,9 +180,6 @@ class Backfill:
             ),
             "message": self.message or None,
         }
-        # Every key, null where there is no value: the status is written as a merge
-        # patch, and a key of the previous backfill must not outlive it.
-        return entry
 
     @classmethod
     def from_status(cls, raw: Any) -> Backfill | None:

@@ -204,6 +204,7 @@ def render_job(
         raise ValueError("the spec has no workload")
 
     labels = run_labels(task, run)
+    scheduled_at = rfc3339(run.scheduled)
     if spec.timeout_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.timeout_seconds
     # A template past the schema may hold anything: what is not an object becomes one.
@@ -216,7 +217,7 @@ def render_job(
     pod_metadata["labels"] = {**(pod_metadata.get("labels") or {}), **labels}
     pod_metadata["annotations"] = {
         **(pod_metadata.get("annotations") or {}),
-        ANNOTATION_SCHEDULED_AT: rfc3339(run.scheduled),
+        ANNOTATION_SCHEDULED_AT: scheduled_at,
     }
     _with_run_environment(template.get("spec"))
     return {
@@ -228,7 +229,7 @@ def render_job(
             "labels": {**(metadata.get("labels") or {}), **labels},
             "annotations": {
                 **(metadata.get("annotations") or {}),
-                ANNOTATION_SCHEDULED_AT: rfc3339(run.scheduled),
+                ANNOTATION_SCHEDULED_AT: scheduled_at,
                 # A manual run's token names its Job and, for retries, the next one;
                 # so does a backfill's, with the scheduled time.
                 **(

@@ -439,11 +439,7 @@ def _kept(history: list[HistoryEntry], spec: TaskSpec) -> list[HistoryEntry]:
     newest = max(
         (e.scheduled_time for e in history if e.trigger is not Trigger.MANUAL), default=None
     )
-    latest: dict[str, int] = {}
-    for entry in history:
-        if entry.job_name:
-            first = _first_attempt_name(entry.job_name, entry.attempt)
-            latest[first] = max(latest.get(first, 0), entry.attempt)
+    latest = _latest_attempts((e.job_name, e.attempt) for e in history if e.job_name)
 
     def pending(entry: HistoryEntry) -> bool:
         return (
@@ -609,10 +605,7 @@ def expired_jobs(jobs: Sequence[JobView], spec: TaskSpec, history: Sequence[Any]
     failed = [job for job in finished if job.result is not Result.SUCCEEDED]
     # A failed manual or backfill run whose retry is still to come stays: its Job is
     # the only record of the token its retry is named by.
-    latest: dict[str, int] = {}
-    for job in jobs:
-        first = _first_attempt_name(job.name, job.run.attempt)
-        latest[first] = max(latest.get(first, 0), job.run.attempt)
+    latest = _latest_attempts((job.name, job.run.attempt) for job in jobs)
     waiting = {
         job.name
         for job in failed
@@ -642,6 +635,16 @@ def expired_jobs(jobs: Sequence[JobView], spec: TaskSpec, history: Sequence[Any]
     # a later attempt left alone still says the run was retried.
     expired.sort(key=lambda job: (job.run.scheduled, job.run.attempt))
     return [job.name for job in expired]
+
+
+def _latest_attempts(attempts: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """The latest attempt of each run, by the name of its first attempt, from the
+    (Job name, attempt) of the attempts known."""
+    latest: dict[str, int] = {}
+    for name, attempt in attempts:
+        first = _first_attempt_name(name, attempt)
+        latest[first] = max(latest.get(first, 0), attempt)
+    return latest
 
 
 def _first_attempt_name(name: str, attempt: int) -> str:

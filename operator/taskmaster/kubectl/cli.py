@@ -447,6 +447,11 @@ _PREVIEW_FLAGS = {
 }
 
 
+def _preview_key(options: argparse.Namespace) -> str:
+    """The `namespace/name` a preview without a task hashes H fields and jitter with."""
+    return f"{options.namespace or 'default'}/preview"
+
+
 def _preview_spec(options: argparse.Namespace, now: datetime) -> TaskSpec:
     """The spec `next --schedule/--every` previews: the flags as a task's spec, read by the
     operator's own parser (H fields hash as for a task named `preview`)."""
@@ -459,10 +464,9 @@ def _preview_spec(options: argparse.Namespace, now: datetime) -> TaskSpec:
     }
     if options.time_zone is not None:
         raw["timeZone"] = options.time_zone
+    namespace, name = _preview_key(options).split("/")
     try:
-        return parse_spec(
-            raw, namespace=options.namespace or "default", name="preview", created=now
-        )
+        return parse_spec(raw, namespace=namespace, name=name, created=now)
     except InvalidSpec as invalid:
         messages = [
             f"{_PREVIEW_FLAGS.get(error.path, error.path)}: {error.message}"
@@ -488,7 +492,7 @@ def _print_preview(
 def preview_schedule(options: argparse.Namespace) -> None:
     """`next --schedule/--every`: no task, no cluster."""
     now = _now()
-    _print_preview(options, _preview_spec(options, now), "default/preview", now, now)
+    _print_preview(options, _preview_spec(options, now), _preview_key(options), now, now)
 
 
 def _check_next(options: argparse.Namespace) -> None:
@@ -620,10 +624,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if options.command == "next":
             _check_next(options)
-        if options.command == "next" and options.name is None:
-            preview_schedule(options)  # a schedule without a task needs no cluster
-        else:
-            COMMANDS[options.command](connect(options), options)
+            if options.name is None:
+                preview_schedule(options)  # a schedule without a task needs no cluster
+                return
+        COMMANDS[options.command](connect(options), options)
     except PluginError as error:
         _fail(str(error))
     except ApiException as error:

@@ -205,6 +205,11 @@ class Task:
         return {key: value for key, value in merged.items() if value is not None}
 
     @property
+    def recorded_jobs(self) -> frozenset[str]:
+        """The Jobs recorded in the status decided and not yet written."""
+        return frozenset(self.unwritten.recorded) if self.unwritten else frozenset()
+
+    @property
     def decided_phase(self) -> str | None:
         if self.unwritten is not None and "phase" in self.unwritten.status:
             phase: str | None = self.unwritten.status["phase"]
@@ -582,9 +587,7 @@ class Scheduler:
                         spec_changed_at=task.spec_changed_at,
                         consecutive_failures=failures,
                         was_stopped=says_stopped(status),
-                        recorded_jobs=(
-                            frozenset(task.unwritten.recorded) if task.unwritten else frozenset()
-                        ),
+                        recorded_jobs=task.recorded_jobs,
                         backfill_request=task.backfill_request,
                         backfill=Backfill.from_status(status.get("backfill")),
                     ),
@@ -715,8 +718,7 @@ class Scheduler:
     def _decide_status(self, task: Task, observed: Observation) -> None:
         """The next status, kept as unwritten (with its Events) until `record` writes it."""
         decided = task.status  # decoded once: the held status is JSON
-        recorded = frozenset(task.unwritten.recorded) if task.unwritten else frozenset()
-        update = reduce_status(decided, replace(observed, recorded_jobs=recorded))
+        update = reduce_status(decided, replace(observed, recorded_jobs=task.recorded_jobs))
         if same_status(decided, update.status):
             return
         unwritten = self._unwritten(task)
