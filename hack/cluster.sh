@@ -27,6 +27,13 @@ ready() {
   [[ -f $kubeconfig ]] && kubectl get --raw /readyz >/dev/null 2>&1
 }
 
+# The real node (hack/node.py) runs beside kwok's wherever it can, for the
+# default cluster only: TASKMASTER_REAL_NODE=off goes without it.
+real_node=off
+if [[ -z ${TASKMASTER_CLUSTER_NAME:-} ]] && python3 "$root/hack/node.py" check >/dev/null; then
+  real_node=on
+fi
+
 cluster_pids() {
   cat "$clusterdir"/pids/*.pid 2>/dev/null || true
 }
@@ -46,9 +53,14 @@ up() {
   mkdir -p "$state"
   local started=$SECONDS log=$state/kwokctl.log
   echo "starting cluster '$name' (log: $log)"
+  local node_patch=""
+  if [[ $real_node == on ]]; then
+    node_patch=$(python3 "$root/hack/node.py" apiserver-patch)
+  fi
   # Pods' logs come from one file, named by an absolute path.
   {
-    cat "$root/hack/kwok/kwokctl.yaml"
+    awk -v patch="$node_patch" '{ print } /^componentsPatches:$/ && patch != "" { printf "%s", patch }' \
+      "$root/hack/kwok/kwokctl.yaml"
     printf -- '---\napiVersion: kwok.x-k8s.io/v1alpha1\nkind: ClusterLogs\n'
     printf 'metadata:\n  name: container-log\nspec:\n  logs:\n  - logsFile: %s\n' \
       "$root/hack/kwok/container.log"
@@ -71,11 +83,16 @@ up() {
   # Pods need the namespace's default ServiceAccount, which the controller
   # manager creates shortly after start.
   kubectl wait --for=create serviceaccount/default -n default --timeout=60s >/dev/null
+  if [[ $real_node == on ]]; then
+    python3 "$root/hack/node.py" up
+  fi
   echo "cluster '$name' is up in $((SECONDS - started))s (kubeconfig: $kubeconfig)"
 }
 
 down() {
   local pids
+  # The real node first: its pods are stopped through the API server.
+  python3 "$root/hack/node.py" down
   pids=$(cluster_pids)
   if [[ -d $clusterdir ]]; then
     kwokctl delete cluster --kubeconfig "$kubeconfig" >/dev/null 2>&1 || true

@@ -165,6 +165,31 @@ def build(image: Image, base: str) -> str:
     return reference
 
 
+def build_pause() -> str:
+    """The real node's sandbox image: one static binary, compiled here with Go."""
+    source = ROOT / "hack" / "pause" / "pause.go"
+    reference = f"{REPOSITORY}/taskmaster-pause:{content_tag(source)}"
+    if exists(reference):
+        print(f"{reference}: up to date")
+        return reference
+    print(f"{reference}: go build {source.relative_to(ROOT)}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="taskmaster-pause-") as scratch:
+        binary = Path(scratch) / "pause"
+        _run(
+            ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(binary), str(source)],
+            cwd=scratch,
+            env={**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local"},
+        )
+        container = _run(["buildah", "from", "scratch"], capture_output=True).stdout.strip()
+        try:
+            _run(["buildah", "copy", "--quiet", container, str(binary), "/pause"])
+            _run(["buildah", "config", "--entrypoint", '["/pause"]', "--user", "65535", container])
+            _run(["buildah", "commit", "--quiet", container, reference], capture_output=True)
+        finally:
+            subprocess.run(["buildah", "rm", container], capture_output=True, check=False)
+    return reference
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -173,7 +198,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     options = parser.parse_args(argv)
     ensure_tools()
     base = build_base()
-    built = {"base": base} | {image.name: build(image, base) for image in IMAGES}
+    built = (
+        {"base": base}
+        | {image.name: build(image, base) for image in IMAGES}
+        | {"taskmaster-pause": build_pause()}
+    )
     options.output.parent.mkdir(parents=True, exist_ok=True)
     options.output.write_text(json.dumps(built, indent=2) + "\n")
     for name, reference in built.items():

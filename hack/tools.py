@@ -94,6 +94,16 @@ COMPONENTS = (
         replacement_version="v0." + KUBERNETES_VERSION.split(".", 1)[1],
         ldflags=_kubernetes_ldflags(KUBERNETES_VERSION),
     ),
+    # The real node's binaries: the same release as the control plane's, kept
+    # apart so that the control plane's cache stays valid.
+    Component(
+        name="kubernetes-node",
+        module="k8s.io/kubernetes",
+        version=KUBERNETES_VERSION,
+        packages=tuple(f"k8s.io/kubernetes/cmd/{cmd}" for cmd in ("kubelet", "kube-proxy")),
+        replacement_version="v0." + KUBERNETES_VERSION.split(".", 1)[1],
+        ldflags=_kubernetes_ldflags(KUBERNETES_VERSION),
+    ),
     Component(
         name="kwok",
         module="sigs.k8s.io/kwok",
