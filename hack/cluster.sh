@@ -41,6 +41,9 @@ cluster_pids() {
 up() {
   if ready; then
     echo "cluster '$name' is already up (kubeconfig: $kubeconfig)"
+    if [[ $real_node == on ]]; then
+      python3 "$root/hack/node.py" up
+    fi
     return
   fi
   for tool in etcd kube-apiserver kube-controller-manager kube-scheduler kwok kwokctl kubectl; do

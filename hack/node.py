@@ -31,6 +31,7 @@ kubelet changes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -48,6 +49,9 @@ STATE = Path(os.environ.get("TASKMASTER_CLUSTER_STATE") or ROOT / ".cluster")
 CLUSTER_NAME = os.environ.get("TASKMASTER_CLUSTER_NAME") or "taskmaster"
 NODE_DIR = STATE / "node"
 LOGS = STATE / "node-logs"
+# containerd's content and snapshots: kept across restarts, as a node's disk
+# keeps its images, so that `up` loads only images it has not seen.
+CONTAINERD_ROOT = STATE / "node-disk"
 KUBECONFIG = STATE / "kubeconfig"
 PKI = STATE / "kwok" / "clusters" / CLUSTER_NAME / "pki"
 IMAGES = ROOT / ".tools" / "images.json"
@@ -71,9 +75,10 @@ SERVICE_SUBNET = "10.0.0.0/24"
 # every container under this one (in each hierarchy).
 CGROUP = "k8s.io"
 CNI_BIN = Path("/usr/lib/cni")
+# The shims' sockets: containerd allows at most 38 characters for this path.
+SHIM_SOCKETS = Path("/run") / f"taskmaster-{hashlib.sha256(str(NODE_DIR).encode()).hexdigest()[:8]}"
 # Command -> Debian package.
 PACKAGES = {
-    "containerd": "containerd",
     "runc": "runc",
     CNI_BIN / "bridge": "containernetworking-plugins",
     "socat": "socat",
@@ -91,7 +96,8 @@ SYSCTLS = (
 )
 # Chains the node's components create (kube-proxy, the kubelet's canaries, CNI).
 CHAIN_PREFIXES = ("KUBE-", "CNI-")
-PROCESSES = ("relay", "kube-proxy", "kubelet", "containerd")
+# Stopped in this order: containerd last, once nothing asks it for anything.
+PROCESSES = ("kubelet", "kube-proxy", "relay", "containerd")
 
 
 def log(message: str) -> None:
@@ -132,24 +138,24 @@ def _missing_packages() -> list[str]:
 
 def why_not() -> str | None:
     """Why a real node cannot run on this machine, or None."""
-    if os.environ.get("TASKMASTER_REAL_NODE", "auto") == "off":
-        return "TASKMASTER_REAL_NODE=off"
-    if sys.platform != "linux":
-        return "a real node needs Linux"
-    if os.geteuid() != 0:
-        return "a real node needs root (containers, bridges, iptables, cgroups)"
-    if not os.access("/sys/fs/cgroup/memory", os.W_OK) and not os.access(
-        "/sys/fs/cgroup/cgroup.procs", os.W_OK
-    ):
-        return "the cgroup filesystem is not writable"
-    if _missing_packages() and not shutil.which("apt-get"):
-        return f"missing {', '.join(_missing_packages())} and no apt-get to install them"
-    if shutil.which("go") is None:
-        return "building the sandbox image needs Go"
-    for tool in ("kubelet", "kube-proxy", "kubectl"):
-        if not (BIN / tool).exists():
-            return f"missing {BIN / tool}: run 'make tools'"
-    return None
+    missing = _missing_packages()
+    cgroups = ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/cgroup.procs")
+    checks = (
+        (os.environ.get("TASKMASTER_REAL_NODE", "auto") == "off", "TASKMASTER_REAL_NODE=off"),
+        (sys.platform != "linux", "a real node needs Linux"),
+        (os.geteuid() != 0, "a real node needs root (containers, bridges, iptables, cgroups)"),
+        (not any(os.access(path, os.W_OK) for path in cgroups), "cgroups are not writable"),
+        (
+            bool(missing) and shutil.which("apt-get") is None,
+            f"missing {', '.join(missing)} and no apt-get to install them",
+        ),
+        (shutil.which("go") is None, "building the sandbox image needs Go"),
+        *(
+            (not (BIN / tool).exists(), f"missing {BIN / tool}: run 'make tools'")
+            for tool in ("kubelet", "kube-proxy", "kubectl", "containerd", "ctr")
+        ),
+    )
+    return next((reason for failed, reason in checks if failed), None)
 
 
 def ensure_packages() -> None:
@@ -202,7 +208,8 @@ def _status(pid: int) -> str:
         return ""
 
 
-def start(name: str, command: Sequence[str | Path]) -> None:
+def start(name: str, command: Sequence[str | Path], path: str | None = None) -> None:
+    env = {**os.environ, "PATH": path} if path else None
     LOGS.mkdir(parents=True, exist_ok=True)
     _pidfile(name).parent.mkdir(parents=True, exist_ok=True)
     with (LOGS / f"{name}.log").open("ab") as output:
@@ -212,6 +219,7 @@ def start(name: str, command: Sequence[str | Path]) -> None:
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=env,
         )
     _pidfile(name).write_text(f"{process.pid}\n")
 
@@ -264,8 +272,8 @@ def wait_for(what: str, probe: Callable[[], bool], timeout: float) -> None:
         for name in PROCESSES:
             pidfile = _pidfile(name)
             if pidfile.exists() and not _alive(int(pidfile.read_text())):
-                tail = (LOGS / f"{name}.log").read_text().splitlines()[-5:]
-                raise SystemExit(f"[node] {name} exited while waiting for {what}:\n" + "\n".join(tail))
+                tail = "\n".join((LOGS / f"{name}.log").read_text().splitlines()[-5:])
+                raise SystemExit(f"[node] {name} exited while waiting for {what}:\n{tail}")
         time.sleep(0.25)
     raise SystemExit(f"[node] {what} did not happen within {timeout:.0f}s (logs: {LOGS})")
 
@@ -319,10 +327,13 @@ def footprint() -> dict[str, list[str]]:
     """What of the node is on this host: empty lists, or the baseline, once it is down."""
     return {
         "processes": sorted(our_processes().values()),
-        "mounts": sorted(m for m in mounts() if str(NODE_DIR) in m or "/run/netns/cni-" in m),
+        "mounts": sorted(
+            m for m in mounts() if str(NODE_DIR) in m or str(CONTAINERD_ROOT) in m or "/netns/" in m
+        ),
         "links": links(),
         "iptables": iptables_rules(),
         "cgroups": [str(path) for path in cgroup_dirs()],
+        "files": [str(path) for path in (NODE_DIR, SHIM_SOCKETS) if path.exists()],
     }
 
 
@@ -345,7 +356,8 @@ def _openssl_cert(name: str, subject: str) -> None:
 
 def _kubeconfig(name: str) -> Path:
     server = re.search(r"server:\s*(\S+)", KUBECONFIG.read_text())
-    assert server, f"no server in {KUBECONFIG}"
+    if server is None:
+        raise SystemExit(f"[node] no server in {KUBECONFIG}")
     path = NODE_DIR / f"{name}.kubeconfig"
     pki = NODE_DIR / "pki"
     path.write_text(
@@ -382,22 +394,20 @@ def _kubeconfig(name: str) -> Path:
 
 def _api_port() -> int:
     server = re.search(r"server:\s*https://[^:]+:(\d+)", KUBECONFIG.read_text())
-    assert server, f"no https server in {KUBECONFIG}"
+    if server is None:
+        raise SystemExit(f"[node] no https server in {KUBECONFIG}")
     return int(server.group(1))
 
 
 def _containerd_config(socket: Path, pause: str) -> str:
     containerd = NODE_DIR / "containerd"
-    cri = '[plugins."io.containerd.grpc.v1.cri"'
     return f"""\
-version = 2
-root = "{containerd / "root"}"
+version = 3
+root = "{CONTAINERD_ROOT}"
 state = "{containerd / "state"}"
-disabled_plugins = [
-  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.tracing.processor.v1.otlp",
-]
+temp = "{containerd / "tmp"}"
+# NRI would listen on a socket of its own under /var/run.
+disabled_plugins = ["io.containerd.nri.v1.nri"]
 
 [grpc]
   address = "{socket}"
@@ -408,26 +418,27 @@ disabled_plugins = [
 [plugins."io.containerd.internal.v1.opt"]
   path = "{containerd / "opt"}"
 
-{cri}]
-  sandbox_image = "{pause}"
+[plugins."io.containerd.shim.v1.manager"]
+  socket_dir = "{SHIM_SOCKETS}"
+
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "{pause}"
+
+[plugins."io.containerd.cri.v1.runtime"]
   # Processes here may not lower an oom_score_adj (no CAP_SYS_RESOURCE).
   restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true
 
-{cri}.containerd]
-  snapshotter = "overlayfs"
-  default_runtime_name = "runc"
+[plugins."io.containerd.cri.v1.runtime".cni]
+  bin_dirs = ["{CNI_BIN}"]
+  conf_dir = "{NODE_DIR / "cni" / "net.d"}"
 
-{cri}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-
-{cri}.containerd.runtimes.runc.options]
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
   SystemdCgroup = false
   Root = "{NODE_DIR / "run" / "runc"}"
-
-{cri}.cni]
-  bin_dir = "{CNI_BIN}"
-  conf_dir = "{NODE_DIR / "cni" / "net.d"}"
 """
 
 
@@ -524,14 +535,19 @@ def _bridge() -> None:
     run(["ip", "link", "set", BRIDGE, "up"])
 
 
-def _load_images(socket: Path, references: list[str]) -> None:
+def _load_images(references: list[str]) -> None:
+    present = set(ctr("images", "ls", "--quiet").split())
     archives = NODE_DIR / "images"
     archives.mkdir(parents=True, exist_ok=True)
-    for reference in references:
+    for reference in (r for r in references if r not in present):
+        log(f"loading {reference}")
         archive = archives / (reference.rsplit("/", 1)[-1].replace(":", "_") + ".tar")
         run(["buildah", "push", "--quiet", reference, f"docker-archive:{archive}:{reference}"])
-        run(["ctr", "--address", socket, "-n", "k8s.io", "images", "import", archive])
+        ctr("images", "import", str(archive))
         archive.unlink()
+    missing = set(references) - set(ctr("images", "ls", "--quiet").split())
+    if missing:
+        raise SystemExit(f"[node] containerd did not load {', '.join(sorted(missing))}")
 
 
 def _images() -> dict[str, str]:
@@ -585,16 +601,21 @@ def up() -> None:
     kubelet_kubeconfig = _kubeconfig("kubelet")
     _kubeconfig("kube-proxy")
     socket = NODE_DIR / "run" / "containerd.sock"
-    (NODE_DIR / "containerd.toml").write_text(_containerd_config(socket, images["taskmaster-pause"]))
+    pause = images["taskmaster-pause"]
+    (NODE_DIR / "containerd.toml").write_text(_containerd_config(socket, pause))
     (NODE_DIR / "cni" / "net.d" / "10-taskmaster.conflist").write_text(_cni_config())
     (NODE_DIR / "kubelet.yaml").write_text(_kubelet_config(socket))
     (NODE_DIR / "kube-proxy.yaml").write_text(_kube_proxy_config())
 
-    start("containerd", ["containerd", "--config", NODE_DIR / "containerd.toml"])
+    # containerd finds its shim beside itself and Debian's runc (with seccomp) on PATH.
+    binaries = Path(os.path.realpath(BIN / "containerd")).parent
+    path = f"{binaries}{os.pathsep}{os.environ.get('PATH', '')}"
+    start("containerd", [BIN / "containerd", "--config", NODE_DIR / "containerd.toml"], path=path)
     wait_for("containerd's socket", socket.exists, 30)
-    _load_images(socket, [ref for name, ref in images.items() if name != "base"])
+    _load_images([ref for name, ref in images.items() if name != "base"])
     port = _api_port()
-    start("relay", ["socat", f"TCP-LISTEN:{port},bind={ADDRESS},reuseaddr,fork", f"TCP:127.0.0.1:{port}"])
+    listen = f"TCP-LISTEN:{port},bind={ADDRESS},reuseaddr,fork"
+    start("relay", ["socat", listen, f"TCP:127.0.0.1:{port}"])
     start("kube-proxy", [BIN / "kube-proxy", "--config", NODE_DIR / "kube-proxy.yaml", "--v=1"])
     start(
         "kubelet",
@@ -617,81 +638,66 @@ def up() -> None:
 # --- down -------------------------------------------------------------------
 
 
-def _containers_running(socket: Path) -> bool:
-    listing = run(["ctr", "--address", socket, "-n", "k8s.io", "tasks", "ls", "-q"], check=False)
-    return bool(listing.strip())
+def ctr(*args: str) -> str:
+    """containerd's own client, in the namespace of the kubelet's containers."""
+    socket = NODE_DIR / "run" / "containerd.sock"
+    if not socket.exists():
+        return ""
+    # Its warnings (cgroup v1 is deprecated) are not ours to print.
+    command = [BIN / "ctr", "--address", socket, "-n", "k8s.io", *args]
+    return run(command, check=False, stderr=subprocess.DEVNULL)
 
 
-def _drain(socket: Path) -> None:
+def _drain() -> None:
     """Pods deleted through the API, so the kubelet stops them as it would anywhere."""
-    if not (KUBECONFIG.exists() and quiet([BIN / "kubectl", "--kubeconfig", KUBECONFIG, "get", "node", NAME])):
+    if not KUBECONFIG.exists() or not kubectl("get", "node", NAME, "-o", "name", check=False):
         return
+    # Cordoned first: a Deployment's replacement pods must not land here again.
+    kubectl("cordon", NAME, check=False)
     kubectl(
         "delete", "pods", "--all-namespaces", f"--field-selector=spec.nodeName={NAME}",
         "--grace-period=1", "--wait=false", check=False,
     )  # fmt: skip
     deadline = time.monotonic() + 60
-    while socket.exists() and _containers_running(socket) and time.monotonic() < deadline:
+    while "RUNNING" in ctr("tasks", "ls") and time.monotonic() < deadline:
         time.sleep(0.5)
     kubectl("delete", "node", NAME, "--wait=false", check=False)
 
 
-def _remove_chains(baseline: set[str]) -> None:
-    for binary in ("iptables", "ip6tables"):
-        if shutil.which(binary) is None:
-            continue
-        ours: dict[str, set[str]] = {}
-        for rule in iptables_rules():
-            tool, table, text = rule.split(" ", 2)
-            if tool != binary or rule in baseline:
-                continue
-            if text.startswith(":") and text[1:].startswith(CHAIN_PREFIXES):
-                ours.setdefault(table, set()).add(text[1:])
-        for table, chains in ours.items():
-            for rule in iptables_rules():
-                tool, rule_table, text = rule.split(" ", 2)
-                if tool == binary and rule_table == table and text.startswith("-A"):
-                    target = re.search(r" -j (\S+)", text)
-                    if target and target.group(1) in chains:
-                        quiet([binary, "-t", table, "-D", *text.split()[1:]])
-            for chain in chains:
-                quiet([binary, "-t", table, "-F", chain])
-            for chain in chains:
-                quiet([binary, "-t", table, "-X", chain])
-
-
-def down() -> None:
-    if not NODE_DIR.exists():
-        return
-    socket = NODE_DIR / "run" / "containerd.sock"
-    baseline = {}
-    if (NODE_DIR / "baseline.json").exists():
-        baseline = json.loads((NODE_DIR / "baseline.json").read_text())
-    _drain(socket)
-    for name in PROCESSES:
-        if name != "containerd":
-            stop(name)
+def _end_processes() -> None:
+    """The node's daemons, then whatever still runs: shims and containers."""
+    for name in PROCESSES[:-1]:
+        stop(name)
     if (BIN / "kube-proxy").exists():
+        # kube-proxy removes its own rules.
         quiet([BIN / "kube-proxy", "--cleanup"])
-    if socket.exists():
-        for task in run(["ctr", "--address", socket, "-n", "k8s.io", "tasks", "ls", "-q"], check=False).split():
-            quiet(["ctr", "--address", socket, "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", task])
-    stop("containerd")
-    # Shims and anything left in the node's cgroups.
+    # What the kubelet did not clean up: the disk keeps images, not containers.
+    for task in ctr("tasks", "ls", "-q").split():
+        ctr("tasks", "kill", "--signal", "SIGKILL", task)
+        ctr("tasks", "delete", "--force", task)
+    for container in ctr("containers", "ls", "-q").split():
+        ctr("containers", "delete", container)
+    stop(PROCESSES[-1])
     for pid in our_processes():
         stop_pid(pid, grace=2)
     for path in cgroup_dirs():
         procs = path / "cgroup.procs"
         for pid in procs.read_text().split() if procs.exists() else ():
             stop_pid(int(pid), grace=2)
-    for point in sorted(
-        (m for m in mounts() if m.startswith(str(NODE_DIR))), key=len, reverse=True
-    ):
+
+
+def _remove_network() -> None:
+    """Unmounting the network namespaces ends the pods' veths; the bridge goes last."""
+    ours = (m for m in mounts() if m.startswith((str(NODE_DIR), str(CONTAINERD_ROOT))))
+    for point in sorted(ours, key=len, reverse=True):
         quiet(["umount", "--lazy", point])
-    for link in json_of(["ip", "-j", "link", "show", "master", BRIDGE]) if quiet(["ip", "link", "show", BRIDGE]) else []:
-        quiet(["ip", "link", "delete", link])
-    quiet(["ip", "link", "delete", BRIDGE])
-    kept = {Path(path) for path in baseline.get("cgroups", ())}
+    if quiet(["ip", "link", "show", BRIDGE]):
+        for link in json_of(["ip", "-j", "link", "show", "master", BRIDGE]):
+            quiet(["ip", "link", "delete", link])
+        quiet(["ip", "link", "delete", BRIDGE])
+
+
+def _remove_cgroups(kept: set[Path]) -> None:
     for path in cgroup_dirs():
         if path in kept:
             continue
@@ -699,9 +705,39 @@ def down() -> None:
             path.rmdir()
         except OSError as error:
             log(f"cannot remove {path}: {error}")
+
+
+def _remove_chains(baseline: set[str]) -> None:
+    """Chains of the node's components (and the rules that jump to them) added since `up`."""
+    added = [rule.split(" ", 2) for rule in iptables_rules() if rule not in baseline]
+    chains = {
+        (tool, table, text[1:])
+        for tool, table, text in added
+        if text.startswith(":") and text[1:].startswith(CHAIN_PREFIXES)
+    }
+    for tool, table, text in (rule.split(" ", 2) for rule in iptables_rules()):
+        target = re.search(r" -j (\S+)", text)
+        if text.startswith("-A") and target and (tool, table, target.group(1)) in chains:
+            quiet([tool, "-t", table, "-D", *text.split()[1:]])
+    for flag in ("-F", "-X"):
+        for tool, table, chain in sorted(chains):
+            quiet([tool, "-t", table, flag, chain])
+
+
+def down() -> None:
+    if not NODE_DIR.exists():
+        return
+    baseline = {}
+    if (NODE_DIR / "baseline.json").exists():
+        baseline = json.loads((NODE_DIR / "baseline.json").read_text())
+    _drain()
+    _end_processes()
+    _remove_network()
+    _remove_cgroups({Path(path) for path in baseline.get("cgroups", ())})
     _remove_chains(set(baseline.get("iptables", ())))
     for key, value in baseline.get("sysctls", {}).items():
         Path(f"/proc/sys/{key}").write_text(value + "\n")
+    shutil.rmtree(SHIM_SOCKETS, ignore_errors=True)
     shutil.rmtree(NODE_DIR, ignore_errors=True)
     log(f"node {NAME} is down")
 

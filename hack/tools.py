@@ -29,6 +29,8 @@ from pathlib import Path
 KUBERNETES_VERSION = "v1.36.1"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
+# The real node's runtime: Kubernetes 1.36 supports containerd 2.x only.
+CONTAINERD_VERSION = "v2.4.2"
 HELM_VERSION = "v3.22.0"
 # CRDs of other projects that the chart's optional objects need on a test server.
 PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
@@ -48,6 +50,7 @@ class Component:
     # Version of the published modules that replace local-path replacements.
     replacement_version: str | None = None
     ldflags: tuple[str, ...] = field(default=())
+    tags: tuple[str, ...] = field(default=())
 
     @property
     def binaries(self) -> tuple[str, ...]:
@@ -103,6 +106,18 @@ COMPONENTS = (
         packages=tuple(f"k8s.io/kubernetes/cmd/{cmd}" for cmd in ("kubelet", "kube-proxy")),
         replacement_version="v0." + KUBERNETES_VERSION.split(".", 1)[1],
         ldflags=_kubernetes_ldflags(KUBERNETES_VERSION),
+    ),
+    Component(
+        name="containerd",
+        module="github.com/containerd/containerd/v2",
+        version=CONTAINERD_VERSION,
+        packages=tuple(
+            f"github.com/containerd/containerd/v2/cmd/{cmd}"
+            for cmd in ("containerd", "containerd-shim-runc-v2", "ctr")
+        ),
+        ldflags=(f"-X github.com/containerd/containerd/v2/version.Version={CONTAINERD_VERSION}",),
+        # Snapshotters that need C libraries; overlayfs is the one used.
+        tags=("no_btrfs", "no_devmapper", "no_zfs"),
     ),
     Component(
         name="kwok",
@@ -219,6 +234,7 @@ def build(component: Component, cache: Path) -> Path:
         go(
             "build",
             "-trimpath",
+            f"-tags={','.join(component.tags)}",
             f"-ldflags={ldflags}",
             "-o",
             str(bindir / binary),

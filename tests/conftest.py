@@ -46,9 +46,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     cluster_dir = Path(__file__).parent / "cluster"
+    real_dir = Path(__file__).parent / "real"
     for item in items:
         if cluster_dir in Path(item.path).parents:
             item.add_marker(pytest.mark.cluster)
+        if real_dir in Path(item.path).parents:
+            item.add_marker(pytest.mark.cluster)
+            item.add_marker(pytest.mark.real_node)
     # Scale tests leave the control plane busy collecting thousands of objects
     # for a while: nothing should run after them but other scale tests.
     items.sort(key=lambda item: item.get_closest_marker("scale") is not None)

@@ -6,13 +6,12 @@ import json
 import re
 import signal
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
 
 from kubernetes import client
 
-from tests.support.ha import LEASE_DURATION, LeaseHolders, pair
+from tests.support.ha import LEASE_DURATION, LeaseHolders, assert_every_second_ran_once, pair
 from tests.support.operator import OperatorProcess
 from tests.support.tasks import CONTAINER, JobRecorder, Tasks
 from tests.support.wait import until
@@ -35,16 +34,6 @@ def burst(tasks: Tasks) -> JobRecorder:
     return recorder
 
 
-def assert_every_second_ran_once(recorder: JobRecorder) -> None:
-    times: dict[str, list[int]] = defaultdict(list)
-    for job in recorder.jobs():
-        times[job.labels["taskmaster.dev/task"]].append(job.scheduled)
-    assert len(times) == TASKS
-    for task, seen in times.items():
-        assert len(seen) == len(set(seen)), f"{task}: a scheduled time ran twice"
-        assert seen == list(range(seen[0], seen[-1] + 1)), f"{task}: missed times"
-
-
 def test_sigkill_the_leader_the_standby_takes_over_without_duplicates_or_gaps(
     operators: Callable[..., OperatorProcess], tasks: Tasks, holders: LeaseHolders
 ) -> None:
@@ -60,7 +49,7 @@ def test_sigkill_the_leader_the_standby_takes_over_without_duplicates_or_gaps(
     recorder.close()
 
     assert takeover <= LEASE_DURATION + 2, f"takeover took {takeover:.2f}s"
-    assert_every_second_ran_once(recorder)
+    assert_every_second_ran_once(recorder, TASKS)
     print(f"SIGKILL takeover: {takeover:.2f}s; jobs: {len(recorder.jobs())}")
 
 
@@ -80,7 +69,7 @@ def test_sigterm_the_leader_hands_over_at_once(
 
     assert takeover <= 3, f"takeover took {takeover:.2f}s"
     assert re.search(r"lease \S+: released$", leader.logs(), re.M)
-    assert_every_second_ran_once(recorder)
+    assert_every_second_ran_once(recorder, TASKS)
     print(f"SIGTERM takeover: {takeover:.2f}s")
 
 
@@ -110,7 +99,7 @@ def test_a_frozen_leader_resumes_as_a_follower_and_writes_nothing(
     standby.stop()
     recorder.close()
 
-    assert_every_second_ran_once(recorder)
+    assert_every_second_ran_once(recorder, TASKS)
     response = client.EventsV1Api(api).list_namespaced_event(
         tasks.namespace, _preload_content=False
     )

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 
 from kubernetes import client, watch
 
 from tests.support.operator import OperatorProcess
+from tests.support.tasks import JobRecorder
 from tests.support.wait import until
 
 # Short timings keep the tests quick; the rules hold for any setting.
@@ -77,3 +79,14 @@ def pair(
     leader_id = holders.holder()
     (standby_id,) = set(ids) - {leader_id}
     return ids[leader_id], ids[standby_id], leader_id, standby_id
+
+
+def assert_every_second_ran_once(recorder: JobRecorder, tasks: int) -> None:
+    """Each of `tasks` tasks ran every second between its first and last run, once."""
+    times: dict[str, list[int]] = defaultdict(list)
+    for job in recorder.jobs():
+        times[job.labels["taskmaster.dev/task"]].append(job.scheduled)
+    assert len(times) == tasks
+    for task, seen in times.items():
+        assert len(seen) == len(set(seen)), f"{task}: a scheduled time ran twice"
+        assert seen == list(range(seen[0], seen[-1] + 1)), f"{task}: missed times"

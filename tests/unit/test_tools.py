@@ -64,3 +64,21 @@ def test_kubernetes_binaries_carry_their_version(tools: ModuleType) -> None:
 
     assert f"-X k8s.io/component-base/version.gitVersion={tools.KUBERNETES_VERSION}" in flags
     assert "-X k8s.io/component-base/version.gitMinor=36" in flags
+
+
+def test_the_real_nodes_containerd_is_2x_built_without_c_snapshotters(tools: ModuleType) -> None:
+    containerd = component(tools, "containerd")
+
+    assert tools.CONTAINERD_VERSION.startswith("v2.")
+    assert containerd.binaries == ("containerd", "containerd-shim-runc-v2", "ctr")
+    assert {"no_btrfs", "no_devmapper", "no_zfs"} <= set(containerd.tags)
+    version = f"-X github.com/containerd/containerd/v2/version.Version={tools.CONTAINERD_VERSION}"
+    assert version in containerd.ldflags
+
+
+def test_the_kubelet_and_kube_proxy_are_the_control_planes_release(tools: ModuleType) -> None:
+    node = component(tools, "kubernetes-node")
+
+    assert node.binaries == ("kubelet", "kube-proxy")
+    assert node.version == component(tools, "kubernetes").version
+    assert node.ldflags == component(tools, "kubernetes").ldflags
