@@ -62,7 +62,7 @@ up() {
   fi
   # Pods' logs come from one file, named by an absolute path.
   {
-    awk -v patch="$node_patch" '{ print } /^componentsPatches:$/ && patch != "" { printf "%s", patch }' \
+    awk -v patch="$node_patch" '{ print } /^componentsPatches:$/ && patch != "" { printf "%s\n", patch }' \
       "$root/hack/kwok/kwokctl.yaml"
     printf -- '---\napiVersion: kwok.x-k8s.io/v1alpha1\nkind: ClusterLogs\n'
     printf 'metadata:\n  name: container-log\nspec:\n  logs:\n  - logsFile: %s\n' \
@@ -94,8 +94,9 @@ up() {
 
 down() {
   local pids
-  # The real node first: its pods are stopped through the API server.
-  python3 "$root/hack/node.py" down
+  # The real node first: its pods are stopped through the API server. The
+  # control plane stops even when that fails.
+  python3 "$root/hack/node.py" down || echo "stopping the real node failed (see above)" >&2
   pids=$(cluster_pids)
   if [[ -d $clusterdir ]]; then
     kwokctl delete cluster --kubeconfig "$kubeconfig" >/dev/null 2>&1 || true

@@ -4,7 +4,9 @@ buildah builds them, daemonless. The Dockerfiles' public base image cannot be
 pulled where no registry is reachable, so a stand-in base is made from
 Debian's own packages with mmdebstrap (Python 3.11 with venv, as the public
 image has it) and passed through their `PYTHON_IMAGE` build argument, whose
-default stays the public image: `docker build` works unchanged.
+default stays the public image: `docker build` works unchanged. The local
+cluster's real node also gets its sandbox ("pause") image from here: one
+static binary built from hack/pause/pause.go.
 
 Every image is tagged by what it is made of (the base by its recipe, the
 others by their Dockerfile, build context files and base), so a warm run finds

@@ -4,13 +4,14 @@
     hack/node.py check              exits 0 when a real node can run here, else says why
     hack/node.py apiserver-patch    the API server's kwokctl patch the node needs
     hack/node.py up | down          idempotent; `hack/cluster.sh` calls them
-    hack/node.py status             exits 0 when the node is Ready
-    hack/node.py footprint          what the node leaves on the host, as JSON
+    hack/node.py status             exits 0 when the node runs and is Ready
+    hack/node.py footprint          what of the node is on this machine, as JSON
 
-The kubelet and kube-proxy are the control plane's own release (`make tools`);
-containerd, runc (with seccomp) and the CNI plugins are the distribution's
-packages, installed as root when missing. The images of `make images` are
-loaded into containerd; the sandbox image is the locally built pause image.
+The kubelet, kube-proxy and containerd come from their Go modules (`make
+tools`), of the release the control plane runs; runc (with seccomp) and the CNI
+plugins are the distribution's packages, installed as root when missing. The
+images of `make images` are loaded into containerd; the sandbox image is the
+locally built pause image.
 
 The node is `taskmaster-real`, tainted `taskmaster.dev/real-node:NoSchedule`
 so simulated workloads never land on it. A namespace opts in with the
@@ -18,15 +19,16 @@ PodNodeSelector and PodTolerationRestriction annotations (`NAMESPACE_ANNOTATIONS
 every pod there runs for real.
 
 Networking stays on this machine: the node's address is its own bridge's, pods
-get addresses from the bridge's subnet without masquerade, and kube-proxy
-serves Services in iptables mode. The API server listens on loopback only, so
-the bridge address gets a TCP relay to it: the `kubernetes` Service's endpoint,
-reached by pods through kube-proxy as in any cluster.
+get addresses from the bridge's subnet without masquerade or default route,
+and kube-proxy serves Services in iptables mode. The API server listens on
+loopback only, so the bridge address gets a TCP relay to it: the `kubernetes`
+Service's endpoint, reached by pods through kube-proxy as in any cluster.
 
-Everything lives under `.cluster/node/` (logs stay in `.cluster/node-logs/`).
-`down` ends every process, unmounts every mount, removes the bridge and its
-veths, the iptables chains, the cgroups, and puts back the kernel settings the
-kubelet changes.
+The node's files live under `.cluster/node/`, its images under
+`.cluster/node-disk/` and its logs under `.cluster/node-logs/`. `down` ends
+every process, unmounts every mount, removes the bridge and its veths, the
+iptables chains, the containers' cgroups and what the kubelet and CNI wrote
+elsewhere, and puts back the kernel settings they changed (docs/real-node.md).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -58,7 +61,6 @@ IMAGES = ROOT / ".tools" / "images.json"
 
 NAME = "taskmaster-real"
 LABEL = "taskmaster.dev/real-node"
-TAINT = f"{LABEL}=true:NoSchedule"
 # A namespace with these annotations runs its pods on the real node.
 NAMESPACE_ANNOTATIONS = {
     "scheduler.alpha.kubernetes.io/node-selector": f"{LABEL}=true",
@@ -66,17 +68,23 @@ NAMESPACE_ANNOTATIONS = {
         [{"key": LABEL, "operator": "Equal", "value": "true", "effect": "NoSchedule"}]
     ),
 }
+# One real node per machine: these names are the machine's, not the checkout's.
 BRIDGE = "tmbr0"
 SUBNET = "10.244.0.0/24"
 ADDRESS = "10.244.0.1"
 # The API server's default Service range (the `kubernetes` Service is 10.0.0.1).
 SERVICE_SUBNET = "10.0.0.0/24"
+# Drops what reaches the node's address through any other interface.
+GUARD = "TASKMASTER-NODE"
 # Without per-QoS cgroups the kubelet names no parent, and containerd puts
-# every container under this one (in each hierarchy).
+# every container under this one (in each v1 hierarchy).
 CGROUP = "k8s.io"
 CNI_BIN = Path("/usr/lib/cni")
 # The shims' sockets: containerd allows at most 38 characters for this path.
 SHIM_SOCKETS = Path("/run") / f"taskmaster-{hashlib.sha256(str(NODE_DIR).encode()).hexdigest()[:8]}"
+# Where the kubelet and libcni write whatever their configuration says: the
+# device plugins' socket, the containers' log links, CNI's result cache.
+HOST_PATHS = (Path("/var/lib/kubelet"), Path("/var/log/containers"), Path("/var/lib/cni"))
 # Command -> Debian package.
 PACKAGES = {
     "runc": "runc",
@@ -85,7 +93,7 @@ PACKAGES = {
     "iptables": "iptables",
     "conntrack": "conntrack",
 }
-# What the kubelet sets on start; put back on stop.
+# What the kubelet (and the CNI bridge, ip_forward) set on start; put back on stop.
 SYSCTLS = (
     "vm/overcommit_memory",
     "vm/panic_on_oom",
@@ -93,11 +101,14 @@ SYSCTLS = (
     "kernel/panic_on_oops",
     "kernel/keys/root_maxkeys",
     "kernel/keys/root_maxbytes",
+    "net/ipv4/ip_forward",
 )
-# Chains the node's components create (kube-proxy, the kubelet's canaries, CNI).
-CHAIN_PREFIXES = ("KUBE-", "CNI-")
-# Stopped in this order: containerd last, once nothing asks it for anything.
+# Chains the node's components create (kube-proxy, the kubelet's canaries, CNI, the guard).
+CHAIN_PREFIXES = ("KUBE-", "CNI-", GUARD)
+# The daemons, in the order they stop: containerd last, once nothing asks it for anything.
 PROCESSES = ("kubelet", "kube-proxy", "relay", "containerd")
+# Executables of the node's processes (shims included), for finding them by name.
+EXECUTABLES = {"kubelet", "kube-proxy", "socat", "containerd", "containerd-shim-runc-v2", "runc"}
 
 
 def log(message: str) -> None:
@@ -124,6 +135,16 @@ def kubectl(*args: str, check: bool = True) -> str:
     return run([BIN / "kubectl", "--kubeconfig", KUBECONFIG, *args], check=check)
 
 
+def ctr(*args: str) -> str:
+    """containerd's own client, in the namespace of the kubelet's containers."""
+    socket = NODE_DIR / "run" / "containerd.sock"
+    if not socket.exists():
+        return ""
+    # Its warnings (cgroup v1 is deprecated) are not ours to print.
+    command = [BIN / "ctr", "--address", socket, "-n", "k8s.io", *args]
+    return run(command, check=False, stderr=subprocess.DEVNULL)
+
+
 # --- can it run here --------------------------------------------------------
 
 
@@ -136,15 +157,28 @@ def _missing_packages() -> list[str]:
     return sorted(set(missing))
 
 
+def _sysctl(key: str) -> str:
+    path = Path("/proc/sys") / key
+    return path.read_text().strip() if path.exists() else ""
+
+
 def why_not() -> str | None:
     """Why a real node cannot run on this machine, or None."""
     missing = _missing_packages()
-    cgroups = ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/cgroup.procs")
+    foreign_bridge = Path(f"/sys/class/net/{BRIDGE}").exists() and not NODE_DIR.exists()
     checks = (
         (os.environ.get("TASKMASTER_REAL_NODE", "auto") == "off", "TASKMASTER_REAL_NODE=off"),
         (sys.platform != "linux", "a real node needs Linux"),
         (os.geteuid() != 0, "a real node needs root (containers, bridges, iptables, cgroups)"),
-        (not any(os.access(path, os.W_OK) for path in cgroups), "cgroups are not writable"),
+        (
+            not os.access("/sys/fs/cgroup/memory", os.W_OK),
+            "a real node needs writable cgroups v1 (hybrid); cgroups v2 is not set up here",
+        ),
+        (
+            _sysctl("net/bridge/bridge-nf-call-iptables") != "1",
+            "Services between pods on one bridge need net.bridge.bridge-nf-call-iptables=1",
+        ),
+        (foreign_bridge, f"a bridge {BRIDGE} exists that is not this checkout's node"),
         (
             bool(missing) and shutil.which("apt-get") is None,
             f"missing {', '.join(missing)} and no apt-get to install them",
@@ -175,7 +209,7 @@ def apiserver_patch() -> str:
         "advertise-address": ADDRESS,
         # Namespaces opt in to the real node (NAMESPACE_ANNOTATIONS).
         "enable-admission-plugins": "PodNodeSelector,PodTolerationRestriction",
-        # The kubelet's API (logs) authenticates the API server by certificate.
+        # The kubelet's API (logs) authenticates the API server by certificate ...
         "kubelet-client-certificate": str(PKI / "admin.crt"),
         "kubelet-client-key": str(PKI / "admin.key"),
         # ... at the node's address: its name is in no resolver.
@@ -193,25 +227,28 @@ def _pidfile(name: str) -> Path:
     return NODE_DIR / "pids" / f"{name}.pid"
 
 
-def _alive(pid: int) -> bool:
+def _started(pid: int) -> str:
+    """When the process started (clock ticks since boot), or "" when it is gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}").exists() and "zombie" not in _status(pid)
-
-
-def _status(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/status").read_text().lower()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return ""
+    fields = stat.rsplit(")", 1)[1].split()
+    # State (field 3) and starttime (field 22), counted after the command's name.
+    return "" if fields[0] in {"Z", "X"} else fields[19]
+
+
+def _pid(name: str) -> int | None:
+    """The daemon's pid while that very process runs (not a later one with its number)."""
+    try:
+        pid, started = _pidfile(name).read_text().split()
+        return int(pid) if _started(int(pid)) == started else None
+    except (OSError, ValueError):
+        return None
 
 
 def start(name: str, command: Sequence[str | Path], path: str | None = None) -> None:
-    env = {**os.environ, "PATH": path} if path else None
     LOGS.mkdir(parents=True, exist_ok=True)
-    _pidfile(name).parent.mkdir(parents=True, exist_ok=True)
     with (LOGS / f"{name}.log").open("ab") as output:
         process = subprocess.Popen(
             [str(part) for part in command],
@@ -219,48 +256,53 @@ def start(name: str, command: Sequence[str | Path], path: str | None = None) -> 
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env=env,
+            env={**os.environ, "PATH": path} if path else None,
         )
-    _pidfile(name).write_text(f"{process.pid}\n")
+    _pidfile(name).write_text(f"{process.pid} {_started(process.pid)}\n")
 
 
-def stop_pid(pid: int, grace: float = 10.0) -> None:
-    if not _alive(pid):
-        return
+def _signal(pid: int, signum: int, group: bool) -> None:
     try:
-        os.kill(pid, signal.SIGTERM)
+        if group:
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
     except ProcessLookupError:
-        return
+        pass
+
+
+def stop_pid(pid: int, grace: float = 10.0, group: bool = False) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds (to its process group, if `group`)."""
+    started = _started(pid)
+    _signal(pid, signal.SIGTERM, group)
     deadline = time.monotonic() + grace
-    while _alive(pid) and time.monotonic() < deadline:
+    while started and _started(pid) == started and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _alive(pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
+    _signal(pid, signal.SIGKILL, group)
 
 
 def stop(name: str) -> None:
-    pidfile = _pidfile(name)
-    if pidfile.exists():
-        stop_pid(int(pidfile.read_text()))
-        pidfile.unlink()
+    pid = _pid(name)
+    if pid is not None:
+        # Each daemon leads its own session: the relay's forks go with it.
+        stop_pid(pid, group=True)
+    _pidfile(name).unlink(missing_ok=True)
 
 
 def our_processes() -> dict[int, str]:
-    """Every process whose command line names the node's directory (shims included)."""
-    marker = str(NODE_DIR)
+    """The node's processes, shims included: one of its programs, naming its directory."""
+    marker = f"{NODE_DIR}{os.sep}"
     found = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            executable = Path(os.readlink(entry / "exe")).name
         except OSError:
             continue
-        if marker in cmdline:
-            found[int(entry.name)] = cmdline.strip()
+        if executable in EXECUTABLES and any(marker in arg for arg in argv):
+            found[int(entry.name)] = " ".join(argv).strip()
     return found
 
 
@@ -270,8 +312,7 @@ def wait_for(what: str, probe: Callable[[], bool], timeout: float) -> None:
         if probe():
             return
         for name in PROCESSES:
-            pidfile = _pidfile(name)
-            if pidfile.exists() and not _alive(int(pidfile.read_text())):
+            if _pidfile(name).exists() and _pid(name) is None:
                 tail = "\n".join((LOGS / f"{name}.log").read_text().splitlines()[-5:])
                 raise SystemExit(f"[node] {name} exited while waiting for {what}:\n{tail}")
         time.sleep(0.25)
@@ -282,28 +323,36 @@ def wait_for(what: str, probe: Callable[[], bool], timeout: float) -> None:
 
 
 def mounts() -> list[str]:
-    points = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        points.append(line.split()[4].replace("\\040", " "))
-    return points
+    return [
+        line.split()[4].replace("\\040", " ")
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+    ]
+
+
+def our_mounts() -> list[str]:
+    """Mounts of the node: root filesystems, network namespaces, volumes; deepest first."""
+    ours = [
+        point
+        for point in mounts()
+        if Path(point).is_relative_to(NODE_DIR) or Path(point).is_relative_to(CONTAINERD_ROOT)
+    ]
+    return sorted(ours, key=len, reverse=True)
 
 
 def cgroup_dirs() -> list[Path]:
-    """The node's cgroups, in every hierarchy, deepest first."""
+    """Every cgroup under containerd's parent, in every hierarchy, deepest first."""
     found: list[Path] = []
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
         top = hierarchy / CGROUP
-        if top.is_dir():
-            found += [Path(path) for path, _, _ in os.walk(top)]
+        if top.is_dir() and not hierarchy.is_symlink():
+            found += [Path(path) for path in (p for p, _, _ in os.walk(top))]
     return sorted(found, key=lambda path: len(path.parts), reverse=True)
 
 
-def links() -> list[str]:
-    return sorted(json_of(["ip", "-j", "link", "show"]), key=str)
-
-
-def json_of(command: Sequence[str]) -> list[str]:
-    return [item["ifname"] for item in json.loads(run(command) or "[]")]
+def links(*selector: str) -> list[str]:
+    """Names of the network links (`ip link show` with a selector, e.g. master BRIDGE)."""
+    listing = json.loads(run(["ip", "-j", "link", "show", *selector], check=False) or "[]")
+    return sorted(link["ifname"] for link in listing)
 
 
 def _iptables(binary: str) -> Iterator[str]:
@@ -323,17 +372,22 @@ def iptables_rules() -> list[str]:
     return sorted({*_iptables("iptables"), *_iptables("ip6tables")})
 
 
+def host_files() -> list[str]:
+    return sorted(
+        str(path) for top in HOST_PATHS if top.exists() for path in [top, *top.rglob("*")]
+    )
+
+
 def footprint() -> dict[str, list[str]]:
-    """What of the node is on this host: empty lists, or the baseline, once it is down."""
+    """What of the node is on this machine; the same as before `up`, once it is down."""
     return {
         "processes": sorted(our_processes().values()),
-        "mounts": sorted(
-            m for m in mounts() if str(NODE_DIR) in m or str(CONTAINERD_ROOT) in m or "/netns/" in m
-        ),
+        "mounts": sorted([*our_mounts(), *(m for m in mounts() if "/netns/" in m)]),
         "links": links(),
         "iptables": iptables_rules(),
         "cgroups": [str(path) for path in cgroup_dirs()],
-        "files": [str(path) for path in (NODE_DIR, SHIM_SOCKETS) if path.exists()],
+        "files": [str(path) for path in (NODE_DIR, SHIM_SOCKETS) if path.exists()] + host_files(),
+        "sysctls": [f"{key}={_sysctl(key)}" for key in SYSCTLS],
     }
 
 
@@ -354,10 +408,15 @@ def _openssl_cert(name: str, subject: str) -> None:
     )  # fmt: skip
 
 
-def _kubeconfig(name: str) -> Path:
-    server = re.search(r"server:\s*(\S+)", KUBECONFIG.read_text())
+def _api_server() -> tuple[str, int]:
+    """The API server's URL in the cluster's kubeconfig, and its port."""
+    server = re.search(r"server:\s*(https://[^:\s]+:(\d+))", KUBECONFIG.read_text())
     if server is None:
-        raise SystemExit(f"[node] no server in {KUBECONFIG}")
+        raise SystemExit(f"[node] no https server in {KUBECONFIG}")
+    return server.group(1), int(server.group(2))
+
+
+def _kubeconfig(name: str) -> Path:
     path = NODE_DIR / f"{name}.kubeconfig"
     pki = NODE_DIR / "pki"
     path.write_text(
@@ -369,7 +428,7 @@ def _kubeconfig(name: str) -> Path:
                     {
                         "name": "local",
                         "cluster": {
-                            "server": server.group(1),
+                            "server": _api_server()[0],
                             "certificate-authority": str(PKI / "ca.crt"),
                         },
                     }
@@ -390,13 +449,6 @@ def _kubeconfig(name: str) -> Path:
         )
     )
     return path
-
-
-def _api_port() -> int:
-    server = re.search(r"server:\s*https://[^:]+:(\d+)", KUBECONFIG.read_text())
-    if server is None:
-        raise SystemExit(f"[node] no https server in {KUBECONFIG}")
-    return int(server.group(1))
 
 
 def _containerd_config(socket: Path, pause: str) -> str:
@@ -421,6 +473,10 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 [plugins."io.containerd.shim.v1.manager"]
   socket_dir = "{SHIM_SOCKETS}"
 
+[plugins."io.containerd.grpc.v1.cri"]
+  # The kubelet proxies exec, attach and port-forward to this server.
+  stream_server_address = "127.0.0.1"
+
 [plugins."io.containerd.cri.v1.images"]
   snapshotter = "overlayfs"
 
@@ -433,6 +489,8 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
   netns_mounts_under_state_dir = true
 
 [plugins."io.containerd.cri.v1.runtime".cni]
+  # Brings up the pods' loopback itself: no CNI cache entries for it.
+  use_internal_loopback = true
   bin_dirs = ["{CNI_BIN}"]
   conf_dir = "{NODE_DIR / "cni" / "net.d"}"
 
@@ -528,15 +586,23 @@ def _kube_proxy_config() -> str:
 
 
 def _bridge() -> None:
-    if not quiet(["ip", "link", "show", BRIDGE]):
-        run(["ip", "link", "add", BRIDGE, "type", "bridge"])
-    if ADDRESS not in run(["ip", "-o", "addr", "show", "dev", BRIDGE]):
-        run(["ip", "addr", "add", f"{ADDRESS}/{SUBNET.split('/')[1]}", "dev", BRIDGE])
+    run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+    run(["ip", "addr", "add", f"{ADDRESS}/{SUBNET.split('/')[1]}", "dev", BRIDGE])
     run(["ip", "link", "set", BRIDGE, "up"])
+    # The node's address answers on its bridge (and to this machine) only:
+    # binding to it must not open a port to the machine's other interfaces.
+    run(["iptables", "-N", GUARD])
+    for rule in (["-i", BRIDGE, "-j", "RETURN"], ["-i", "lo", "-j", "RETURN"], ["-j", "DROP"]):
+        run(["iptables", "-A", GUARD, *rule])
+    run(["iptables", "-I", "INPUT", "-d", ADDRESS, "-j", GUARD])
 
 
 def _load_images(references: list[str]) -> None:
+    """Load what the disk lacks; drop tags of ours that no build lists any more."""
     present = set(ctr("images", "ls", "--quiet").split())
+    for stale in present - set(references):
+        if stale.startswith("localhost/taskmaster-"):
+            ctr("images", "rm", stale)
     archives = NODE_DIR / "images"
     archives.mkdir(parents=True, exist_ok=True)
     for reference in (r for r in references if r not in present):
@@ -567,8 +633,7 @@ def node_ready() -> bool:
 
 
 def running() -> bool:
-    pidfile = _pidfile("kubelet")
-    return pidfile.exists() and _alive(int(pidfile.read_text())) and node_ready()
+    return all(_pid(name) is not None for name in PROCESSES) and node_ready()
 
 
 def up() -> None:
@@ -581,28 +646,38 @@ def up() -> None:
     if NODE_DIR.exists():
         down()
     started = time.monotonic()
+    try:
+        _up()
+    except BaseException:
+        log(f"node {NAME} failed to start: stopping what did start (logs: {LOGS})")
+        down()
+        raise
+    log(f"node {NAME} is Ready in {time.monotonic() - started:.0f}s (logs: {LOGS})")
+
+
+def _up() -> None:
     ensure_packages()
     images = _images()
-    NODE_DIR.mkdir(parents=True)
     for sub in ("pids", "run", "cni/net.d", "pod-logs", "volume-plugins", "kubelet"):
         (NODE_DIR / sub).mkdir(parents=True, exist_ok=True)
+    # Written before anything changes, so that `down` knows what was there.
     (NODE_DIR / "baseline.json").write_text(
         json.dumps(
             {
-                "sysctls": {key: Path(f"/proc/sys/{key}").read_text().strip() for key in SYSCTLS},
+                "sysctls": {key: _sysctl(key) for key in SYSCTLS},
                 "iptables": iptables_rules(),
                 "cgroups": [str(path) for path in cgroup_dirs()],
+                "files": host_files(),
             }
         )
     )
     _bridge()
     _openssl_cert("kubelet", f"/O=system:nodes/CN=system:node:{NAME}")
     _openssl_cert("kube-proxy", "/CN=system:kube-proxy")
-    kubelet_kubeconfig = _kubeconfig("kubelet")
-    _kubeconfig("kube-proxy")
     socket = NODE_DIR / "run" / "containerd.sock"
-    pause = images["taskmaster-pause"]
-    (NODE_DIR / "containerd.toml").write_text(_containerd_config(socket, pause))
+    (NODE_DIR / "containerd.toml").write_text(
+        _containerd_config(socket, images["taskmaster-pause"])
+    )
     (NODE_DIR / "cni" / "net.d" / "10-taskmaster.conflist").write_text(_cni_config())
     (NODE_DIR / "kubelet.yaml").write_text(_kubelet_config(socket))
     (NODE_DIR / "kube-proxy.yaml").write_text(_kube_proxy_config())
@@ -613,16 +688,20 @@ def up() -> None:
     start("containerd", [BIN / "containerd", "--config", NODE_DIR / "containerd.toml"], path=path)
     wait_for("containerd's socket", socket.exists, 30)
     _load_images([ref for name, ref in images.items() if name != "base"])
-    port = _api_port()
-    listen = f"TCP-LISTEN:{port},bind={ADDRESS},reuseaddr,fork"
-    start("relay", ["socat", listen, f"TCP:127.0.0.1:{port}"])
+    port = _api_server()[1]
+    # Its error log names the node's directory, as every process of the node does.
+    relay = ["socat", "-lf", NODE_DIR / "run" / "relay.log"]
+    start(
+        "relay",
+        [*relay, f"TCP-LISTEN:{port},bind={ADDRESS},reuseaddr,fork", f"TCP:127.0.0.1:{port}"],
+    )
     start("kube-proxy", [BIN / "kube-proxy", "--config", NODE_DIR / "kube-proxy.yaml", "--v=1"])
     start(
         "kubelet",
         [
             BIN / "kubelet",
             "--config", NODE_DIR / "kubelet.yaml",
-            "--kubeconfig", kubelet_kubeconfig,
+            "--kubeconfig", _kubeconfig("kubelet"),
             "--root-dir", NODE_DIR / "kubelet",
             "--cert-dir", NODE_DIR / "kubelet" / "pki",
             "--hostname-override", NAME,
@@ -631,21 +710,11 @@ def up() -> None:
             "--v=1",
         ],
     )  # fmt: skip
+    _kubeconfig("kube-proxy")
     wait_for(f"node {NAME} Ready", node_ready, 120)
-    log(f"node {NAME} is Ready in {time.monotonic() - started:.0f}s (logs: {LOGS})")
 
 
 # --- down -------------------------------------------------------------------
-
-
-def ctr(*args: str) -> str:
-    """containerd's own client, in the namespace of the kubelet's containers."""
-    socket = NODE_DIR / "run" / "containerd.sock"
-    if not socket.exists():
-        return ""
-    # Its warnings (cgroup v1 is deprecated) are not ours to print.
-    command = [BIN / "ctr", "--address", socket, "-n", "k8s.io", *args]
-    return run(command, check=False, stderr=subprocess.DEVNULL)
 
 
 def _drain() -> None:
@@ -664,23 +733,30 @@ def _drain() -> None:
     kubectl("delete", "node", NAME, "--wait=false", check=False)
 
 
-def _end_processes() -> None:
+def _our_containers() -> set[str]:
+    """IDs of the node's containers: containerd's list, and its tasks' state directories."""
+    tasks = NODE_DIR / "containerd" / "state" / "io.containerd.runtime.v2.task" / "k8s.io"
+    found = set(ctr("containers", "ls", "--quiet").split())
+    return found | ({path.name for path in tasks.iterdir()} if tasks.is_dir() else set())
+
+
+def _container_cgroups(containers: set[str]) -> list[Path]:
+    return [path for path in cgroup_dirs() if containers & set(path.parts)]
+
+
+def _end_processes(containers: set[str]) -> None:
     """The node's daemons, then whatever still runs: shims and containers."""
     for name in PROCESSES[:-1]:
         stop(name)
-    if (BIN / "kube-proxy").exists():
-        # kube-proxy removes its own rules.
-        quiet([BIN / "kube-proxy", "--cleanup"])
     # What the kubelet did not clean up: the disk keeps images, not containers.
-    for task in ctr("tasks", "ls", "-q").split():
-        ctr("tasks", "kill", "--signal", "SIGKILL", task)
-        ctr("tasks", "delete", "--force", task)
-    for container in ctr("containers", "ls", "-q").split():
+    for container in containers:
+        ctr("tasks", "kill", "--signal", "SIGKILL", container)
+        ctr("tasks", "delete", "--force", container)
         ctr("containers", "delete", container)
     stop(PROCESSES[-1])
     for pid in our_processes():
         stop_pid(pid, grace=2)
-    for path in cgroup_dirs():
+    for path in _container_cgroups(containers):
         procs = path / "cgroup.procs"
         for pid in procs.read_text().split() if procs.exists() else ():
             stop_pid(int(pid), grace=2)
@@ -688,27 +764,34 @@ def _end_processes() -> None:
 
 def _remove_network() -> None:
     """Unmounting the network namespaces ends the pods' veths; the bridge goes last."""
-    ours = (m for m in mounts() if m.startswith((str(NODE_DIR), str(CONTAINERD_ROOT))))
-    for point in sorted(ours, key=len, reverse=True):
+    for point in our_mounts():
         quiet(["umount", "--lazy", point])
-    if quiet(["ip", "link", "show", BRIDGE]):
-        for link in json_of(["ip", "-j", "link", "show", "master", BRIDGE]):
+    if Path(f"/sys/class/net/{BRIDGE}").exists():
+        for link in links("master", BRIDGE):
             quiet(["ip", "link", "delete", link])
         quiet(["ip", "link", "delete", BRIDGE])
 
 
-def _remove_cgroups(kept: set[Path]) -> None:
-    for path in cgroup_dirs():
-        if path in kept:
-            continue
+def _remove_cgroups(containers: set[str], kept: set[Path]) -> None:
+    """The containers' cgroups, and containerd's parent if `up` created it."""
+    ours = _container_cgroups(containers)
+    ours += [path for path in cgroup_dirs() if path.name == CGROUP and path not in kept]
+    for path in ours:
         try:
             path.rmdir()
         except OSError as error:
             log(f"cannot remove {path}: {error}")
 
 
+def rule_jump(rule: str) -> tuple[list[str], str]:
+    """A rule of iptables-save as arguments (its comments are quoted, as for a shell),
+    and the chain it jumps to ("" for none)."""
+    words = shlex.split(rule)
+    return words, words[words.index("-j") + 1] if "-j" in words else ""
+
+
 def _remove_chains(baseline: set[str]) -> None:
-    """Chains of the node's components (and the rules that jump to them) added since `up`."""
+    """Chains of the node's components added since `up`, and the rules that jump to them."""
     added = [rule.split(" ", 2) for rule in iptables_rules() if rule not in baseline]
     chains = {
         (tool, table, text[1:])
@@ -716,27 +799,43 @@ def _remove_chains(baseline: set[str]) -> None:
         if text.startswith(":") and text[1:].startswith(CHAIN_PREFIXES)
     }
     for tool, table, text in (rule.split(" ", 2) for rule in iptables_rules()):
-        target = re.search(r" -j (\S+)", text)
-        if text.startswith("-A") and target and (tool, table, target.group(1)) in chains:
-            quiet([tool, "-t", table, "-D", *text.split()[1:]])
+        words, target = rule_jump(text)
+        if words[0] == "-A" and (tool, table, target) in chains:
+            quiet([tool, "-t", table, "-D", *words[1:]])
     for flag in ("-F", "-X"):
         for tool, table, chain in sorted(chains):
             quiet([tool, "-t", table, flag, chain])
 
 
+def _remove_host_files(baseline: set[str]) -> None:
+    """What the kubelet and libcni wrote outside the node's directories since `up`."""
+    for path in sorted(set(host_files()) - baseline, key=len, reverse=True):
+        entry = Path(path)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
 def down() -> None:
     if not NODE_DIR.exists():
         return
-    baseline = {}
-    if (NODE_DIR / "baseline.json").exists():
+    try:
         baseline = json.loads((NODE_DIR / "baseline.json").read_text())
+    except (OSError, ValueError):
+        # `up` stopped before changing anything on the host.
+        baseline = None
     _drain()
-    _end_processes()
+    containers = _our_containers()
+    _end_processes(containers)
     _remove_network()
-    _remove_cgroups({Path(path) for path in baseline.get("cgroups", ())})
-    _remove_chains(set(baseline.get("iptables", ())))
-    for key, value in baseline.get("sysctls", {}).items():
-        Path(f"/proc/sys/{key}").write_text(value + "\n")
+    if baseline is not None:
+        _remove_cgroups(containers, {Path(path) for path in baseline["cgroups"]})
+        _remove_chains(set(baseline["iptables"]))
+        _remove_host_files(set(baseline["files"]))
+        for key, value in baseline["sysctls"].items():
+            if value and _sysctl(key) != value:
+                (Path("/proc/sys") / key).write_text(value + "\n")
     shutil.rmtree(SHIM_SOCKETS, ignore_errors=True)
     shutil.rmtree(NODE_DIR, ignore_errors=True)
     log(f"node {NAME} is down")

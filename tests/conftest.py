@@ -25,6 +25,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tests.support.ha import LeaseHolders
+from tests.support.namespaces import create_namespace
 from tests.support.operator import OperatorProcess
 from tests.support.plugin import User
 from tests.support.tasks import Tasks
@@ -144,28 +145,8 @@ def crds(api: client.ApiClient) -> list[str]:
 def namespace(core_v1: client.CoreV1Api, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, deleted afterwards."""
     name = f"t-{uuid.uuid4().hex[:10]}"
-    core_v1.create_namespace(
-        client.V1Namespace(
-            metadata=client.V1ObjectMeta(
-                name=name,
-                labels={
-                    "taskmaster.dev/test": re.sub(r"[^\w.-]", "-", request.node.name)[:63].strip(
-                        "-_."
-                    )
-                },
-            )
-        )
-    )
-    # Pods are refused until the namespace's default ServiceAccount exists.
-    until(
-        lambda: (
-            core_v1.list_namespaced_service_account(
-                name, field_selector="metadata.name=default"
-            ).items
-        ),
-        timeout=30,
-        message=f"default ServiceAccount in {name}",
-    )
+    label = re.sub(r"[^\w.-]", "-", request.node.name)[:63].strip("-_.")
+    create_namespace(core_v1, name, labels={"taskmaster.dev/test": label})
     yield name
     core_v1.delete_namespace(name, propagation_policy="Background")
 

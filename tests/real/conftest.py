@@ -26,7 +26,7 @@ RESTRICTED = {
 
 @pytest.fixture(scope="session")
 def real_node(kubeconfig: Path, api: client.ApiClient) -> str:
-    """The real node's name, once it is Ready and pods reach the API server through it."""
+    """The real node's name, once it is Ready and the `kubernetes` Service points at its relay."""
     if kubeconfig.resolve() != LOCAL_KUBECONFIG.resolve():
         pytest.skip("the real node belongs to the local cluster (--cluster=local)")
     reason = node.why_not()

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client
 
 from tests.support.plugin import User
-from tests.support.real import NAME, HostView, finished, history, pod_of_job
-from tests.support.tasks import Tasks
+from tests.support.real import NAME, HostView, create_once, pod_of_job, run_once
+from tests.support.tasks import Tasks, finished, history
 from tests.support.wait import until
-
-
-def run_once(tasks: Tasks, workload: dict[str, Any], **spec: Any) -> dict[str, Any]:
-    """A one-time task, returned once its run has ended."""
-    name = f"run-{uuid.uuid4().hex[:6]}"
-    run_at = (datetime.now(UTC) + timedelta(seconds=2)).isoformat(timespec="seconds")
-    tasks.create(name, {"runAt": run_at, **workload, **spec})
-    return tasks.wait(name, finished, timeout=120)
 
 
 def container(image: str, script: str, **extra: Any) -> dict[str, Any]:
@@ -30,11 +21,8 @@ def container(image: str, script: str, **extra: Any) -> dict[str, Any]:
 def test_exit_0_succeeds_in_a_container_that_runc_ran(
     core_v1: client.CoreV1Api, real_tasks: Tasks, worker_image: str
 ) -> None:
-    name = f"run-{uuid.uuid4().hex[:6]}"
-    run_at = (datetime.now(UTC) + timedelta(seconds=2)).isoformat(timespec="seconds")
     # Long enough to be seen running from the host, then exits 0.
-    script = "cat /proc/self/cgroup > /dev/null; sleep 3"
-    real_tasks.create(name, {"runAt": run_at, **container(worker_image, script)})
+    name = create_once(real_tasks, container(worker_image, "sleep 20"))
     job = until(lambda: real_tasks.jobs(name), timeout=60, message="the run's Job")[0]
     pod = until(
         lambda: next(
@@ -50,10 +38,11 @@ def test_exit_0_succeeds_in_a_container_that_runc_ran(
     )
     # A process of this machine, in the cgroup of the container the kubelet reports.
     host = HostView.of(pod)
+    cgroup = host.cgroup()
     task = real_tasks.wait(name, finished, timeout=60)
 
     assert pod.spec.node_name == NAME
-    assert host.pids
+    assert host.container_id in cgroup
     entry = history(task)[0]
     assert entry["result"] == "Succeeded", entry
 
@@ -70,7 +59,7 @@ def test_exit_3_fails_with_the_termination_message(real_tasks: Tasks, worker_ima
 def test_timeout_seconds_kills_the_run_as_timed_out(real_tasks: Tasks, worker_image: str) -> None:
     # A process that ends on SIGTERM, as a well-behaved task does.
     script = "trap 'exit 143' TERM; sleep 300 & wait"
-    task = run_once(real_tasks, container(worker_image, script), timeoutSeconds=3)
+    task = run_once(real_tasks, {**container(worker_image, script), "timeoutSeconds": 3})
 
     entry = history(task)[0]
     assert entry["result"] == "TimedOut", entry

@@ -7,7 +7,6 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,8 @@ import pytest
 from kubernetes import client
 
 from tests.support import helm
-from tests.support.real import finished, history, pod_of_job
-from tests.support.tasks import Tasks
+from tests.support.real import pod_of_job, run_once
+from tests.support.tasks import Tasks, history
 from tests.support.wait import until
 
 # Answers by path: /ok 200, /missing 404, /flaky/<key> 503 the first time per key
@@ -116,21 +115,14 @@ def server(core_v1: client.CoreV1Api, release: helm.Release, worker_image: str) 
     core_v1.delete_namespaced_config_map(name, namespace)
 
 
-def soon() -> str:
-    return (datetime.now(UTC) + timedelta(seconds=2)).isoformat(timespec="seconds")
-
-
-def run_once(tasks: Tasks, http: dict[str, Any], **spec: Any) -> dict[str, Any]:
-    """Create a one-time task and return it once its run has ended."""
-    name = f"http-{uuid.uuid4().hex[:6]}"
-    tasks.create(name, {"runAt": soon(), "task": {"http": http}, **spec})
-    return tasks.wait(name, finished, timeout=90)
+def run_http(tasks: Tasks, http: dict[str, Any]) -> dict[str, Any]:
+    return run_once(tasks, {"task": {"http": http}}, timeout=90)
 
 
 def test_a_200_succeeds_and_the_workers_summary_reaches_the_history(
     real_tasks: Tasks, server: Server
 ) -> None:
-    task = run_once(real_tasks, {"url": f"{server.url}/ok"})
+    task = run_http(real_tasks, {"url": f"{server.url}/ok"})
 
     entry = history(task)[0]
     assert entry["result"] == "Succeeded", entry
@@ -145,7 +137,7 @@ def test_a_503_then_200_is_retried_by_the_worker_and_succeeds(
     real_tasks: Tasks, server: Server
 ) -> None:
     key = uuid.uuid4().hex
-    task = run_once(real_tasks, {"url": f"{server.url}/flaky/{key}"})
+    task = run_http(real_tasks, {"url": f"{server.url}/flaky/{key}"})
 
     calls = [request for request in server.seen() if request["path"] == f"/flaky/{key}"]
     assert len(calls) == 2
@@ -156,7 +148,7 @@ def test_a_503_then_200_is_retried_by_the_worker_and_succeeds(
 
 
 def test_a_404_fails_the_run(real_tasks: Tasks, server: Server) -> None:
-    task = run_once(real_tasks, {"url": f"{server.url}/missing"})
+    task = run_http(real_tasks, {"url": f"{server.url}/missing"})
 
     entry = history(task)[0]
     assert entry["result"] == "Failed", entry
@@ -178,7 +170,7 @@ def test_a_header_from_a_secret_is_sent_and_never_shown(
         ),
     )
     header = {"secretKeyRef": {"name": "api-token", "key": "token"}}
-    task = run_once(real_tasks, {"url": f"{server.url}/ok", "headers": {"X-Token": header}})
+    task = run_http(real_tasks, {"url": f"{server.url}/ok", "headers": {"X-Token": header}})
 
     entry = history(task)[0]
     assert entry["result"] == "Succeeded", entry
@@ -215,7 +207,7 @@ def test_http_runs_are_admitted_and_run_where_restricted_pod_security_is_enforce
     assert refused.value.status == 403
     assert "restricted" in str(refused.value.body)
 
-    task = run_once(restricted_tasks, {"url": f"{server.url}/ok"})
+    task = run_http(restricted_tasks, {"url": f"{server.url}/ok"})
 
     entry = history(task)[0]
     assert entry["result"] == "Succeeded", entry

@@ -1,23 +1,27 @@
-"""The real node (hack/node.py) in tests: its namespaces, images, and the host's view of a pod.
+"""The real node (hack/node.py) in tests: its namespaces, images, one-off runs, and the
+host's view of a container.
 
-A pod counts as real when this machine shows it: the container's processes sit
-in its cgroup (named by the container ID the kubelet reports) and their
-/proc entries say who runs them and how their root is mounted.
+A container counts as real when this machine shows it: its processes sit in
+the cgroup named by the container ID the kubelet reports, and their /proc
+entries say who runs them, under which seccomp mode and on which mounts.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client
 
+from tests.support import namespaces
 from tests.support.hack import load_script
+from tests.support.tasks import Tasks, finished
 from tests.support.wait import until
 
-ROOT = Path(__file__).resolve().parents[2]
 node = load_script("node")
 NAME: str = node.NAME
 
@@ -37,11 +41,22 @@ def create_namespace(
     core_v1: client.CoreV1Api, name: str, labels: dict[str, str] | None = None
 ) -> str:
     """A namespace whose pods all run on the real node (and only there)."""
-    metadata = client.V1ObjectMeta(
-        name=name, annotations=dict(node.NAMESPACE_ANNOTATIONS), labels=labels or {}
+    return namespaces.create_namespace(
+        core_v1, name, labels=labels, annotations=dict(node.NAMESPACE_ANNOTATIONS)
     )
-    core_v1.create_namespace(client.V1Namespace(metadata=metadata))
+
+
+def create_once(tasks: Tasks, spec: dict[str, Any]) -> str:
+    """A one-time task, due in two seconds; its name."""
+    name = f"run-{uuid.uuid4().hex[:6]}"
+    run_at = (datetime.now(UTC) + timedelta(seconds=2)).isoformat(timespec="seconds")
+    tasks.create(name, {"runAt": run_at, **spec})
     return name
+
+
+def run_once(tasks: Tasks, spec: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+    """A one-time task, returned once its run has ended."""
+    return tasks.wait(create_once(tasks, spec), finished, timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -64,10 +79,19 @@ class HostView:
         )
         return cls(container_id, pids)
 
-    def uid(self) -> int:
+    def _status(self, field: str) -> str:
         status = Path(f"/proc/{self.pids[0]}/status").read_text()
-        line = next(line for line in status.splitlines() if line.startswith("Uid:"))
-        return int(line.split()[1])
+        return next(line for line in status.splitlines() if line.startswith(f"{field}:"))
+
+    def uid(self) -> int:
+        return int(self._status("Uid").split()[1])
+
+    def seccomp(self) -> int:
+        """0 off, 1 strict, 2 filtered (a profile such as RuntimeDefault applies)."""
+        return int(self._status("Seccomp").split()[1])
+
+    def cgroup(self) -> str:
+        return Path(f"/proc/{self.pids[0]}/cgroup").read_text()
 
     def mount_options(self, point: str) -> list[str]:
         """The options of the mount at `point` inside the container."""
@@ -87,13 +111,3 @@ def pod_of_job(core_v1: client.CoreV1Api, namespace: str, job: str) -> client.V1
     )
     pod: client.V1Pod = pods[0]
     return pod
-
-
-def history(task: dict[str, Any]) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = task.get("status", {}).get("history") or []
-    return entries
-
-
-def finished(task: dict[str, Any]) -> bool:
-    """The task's latest run ended (its history has an entry with a result)."""
-    return any(entry.get("result") for entry in history(task))

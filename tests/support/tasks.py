@@ -234,3 +234,13 @@ def condition(task: dict[str, Any], kind: str) -> dict[str, Any]:
 def phase(task: dict[str, Any]) -> str | None:
     value: str | None = task.get("status", {}).get("phase")
     return value
+
+
+def history(task: dict[str, Any]) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = task.get("status", {}).get("history") or []
+    return entries
+
+
+def finished(task: dict[str, Any]) -> bool:
+    """The task's latest run ended (its history has an entry with a result)."""
+    return any(entry.get("result") for entry in history(task))

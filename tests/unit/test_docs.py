@@ -226,7 +226,7 @@ PAGES = [
     OPERATIONS,
     *(
         ROOT / "docs" / f"{name}.md"
-        for name in ("comparison", "schedules", "design", "kubectl-plugin")
+        for name in ("comparison", "schedules", "design", "kubectl-plugin", "real-node")
     ),
 ]
 # Pages that other parts of the install work add; linked before they land.

@@ -123,4 +123,4 @@ def test_a_warm_build_reuses_every_image(images: dict[str, str], tmp_path: Path)
     )
 
     assert json.loads(listing.read_text()) == images
-    assert again.stdout.count(": up to date") == 3
+    assert again.stdout.count(": up to date") == len(images)

@@ -21,13 +21,9 @@ def node() -> ModuleType:
     return load_script("node")
 
 
-def listening_addresses(config: dict[str, object]) -> list[str]:
-    """Every value of a key naming an address the component binds or serves on."""
-    return [
-        str(value).rsplit(":", 1)[0] if ":" in str(value) else str(value)
-        for key, value in config.items()
-        if key in {"address", "healthzBindAddress", "bindAddress", "metricsBindAddress"}
-    ]
+def listening_addresses(config: dict[str, object], keys: tuple[str, ...]) -> list[str]:
+    """The addresses the component binds: each key must be set (unset means every interface)."""
+    return [str(config[key]).rsplit(":", 1)[0] for key in keys]
 
 
 def test_the_kubelet_and_kube_proxy_listen_on_loopback_or_the_bridge_only(
@@ -36,7 +32,11 @@ def test_the_kubelet_and_kube_proxy_listen_on_loopback_or_the_bridge_only(
     kubelet = json.loads(node._kubelet_config(SOCKET))
     proxy = json.loads(node._kube_proxy_config())
 
-    for address in listening_addresses(kubelet) + listening_addresses(proxy):
+    addresses = listening_addresses(kubelet, ("address", "healthzBindAddress"))
+    addresses += listening_addresses(
+        proxy, ("bindAddress", "healthzBindAddress", "metricsBindAddress")
+    )
+    for address in addresses:
         assert address in {"127.0.0.1", node.ADDRESS}, address
     assert kubelet["readOnlyPort"] == 0
     assert kubelet["authentication"]["anonymous"] == {"enabled": False}
@@ -84,3 +84,12 @@ def test_the_node_can_be_turned_off(node: ModuleType, monkeypatch: pytest.Monkey
     monkeypatch.setenv("TASKMASTER_REAL_NODE", "off")
 
     assert node.why_not() == "TASKMASTER_REAL_NODE=off"
+
+
+def test_teardown_reads_kube_proxys_quoted_comments_as_one_argument(node: ModuleType) -> None:
+    rule = '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'
+
+    words, target = node.rule_jump(rule)
+
+    assert target == "KUBE-SERVICES"
+    assert words[words.index("--comment") + 1] == "kubernetes service portals"
