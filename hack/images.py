@@ -113,11 +113,28 @@ def content_tag(*parts: str | Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def up_to_date(reference: str) -> bool:
+    if exists(reference):
+        print(f"{reference}: up to date")
+        return True
+    return False
+
+
+def commit_from_scratch(reference: str, content: Path, destination: str, *config: str) -> None:
+    """An image of one file (a tarball is unpacked) and its configuration, with no base."""
+    container = _run(["buildah", "from", "scratch"], capture_output=True).stdout.strip()
+    try:
+        _run(["buildah", "add", "--quiet", container, str(content), destination])
+        _run(["buildah", "config", *config, container])
+        _run(["buildah", "commit", "--quiet", container, reference], capture_output=True)
+    finally:
+        subprocess.run(["buildah", "rm", container], capture_output=True, check=False)
+
+
 def build_base() -> str:
     recipe = json.dumps({"suite": SUITE, "packages": BASE_PACKAGES, "variant": "minbase"})
     reference = f"{REPOSITORY}/taskmaster-python-base:{content_tag(recipe)}"
-    if exists(reference):
-        print(f"{reference}: up to date")
+    if up_to_date(reference):
         return reference
     print(f"{reference}: mmdebstrap {SUITE} with {', '.join(BASE_PACKAGES)}", flush=True)
     with tempfile.TemporaryDirectory(prefix="taskmaster-base-") as scratch:
@@ -132,21 +149,14 @@ def build_base() -> str:
                 str(tarball),
             ]
         )
-        container = _run(["buildah", "from", "scratch"], capture_output=True).stdout.strip()
-        try:
-            _run(["buildah", "add", "--quiet", container, str(tarball), "/"], capture_output=True)
-            _run(["buildah", "config", "--cmd", '["python3"]', container])
-            _run(["buildah", "commit", "--quiet", container, reference], capture_output=True)
-        finally:
-            subprocess.run(["buildah", "rm", container], capture_output=True, check=False)
+        commit_from_scratch(reference, tarball, "/", "--cmd", '["python3"]')
     return reference
 
 
 def build(image: Image, base: str) -> str:
     files = [ROOT / image.dockerfile, *_files(image.sources)]
     reference = f"{REPOSITORY}/{image.name}:{content_tag(base, *files)}"
-    if exists(reference):
-        print(f"{reference}: up to date")
+    if up_to_date(reference):
         return reference
     print(f"{reference}: building {image.dockerfile}", flush=True)
     mounts = [f"--volume={path}:{path}:ro" for path in BUILD_MOUNTS if path.exists()]
@@ -171,8 +181,7 @@ def build_pause() -> str:
     """The real node's sandbox image: one static binary, compiled here with Go."""
     source = ROOT / "hack" / "pause" / "pause.go"
     reference = f"{REPOSITORY}/taskmaster-pause:{content_tag(source)}"
-    if exists(reference):
-        print(f"{reference}: up to date")
+    if up_to_date(reference):
         return reference
     print(f"{reference}: go build {source.relative_to(ROOT)}", flush=True)
     with tempfile.TemporaryDirectory(prefix="taskmaster-pause-") as scratch:
@@ -182,13 +191,9 @@ def build_pause() -> str:
             cwd=scratch,
             env={**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local"},
         )
-        container = _run(["buildah", "from", "scratch"], capture_output=True).stdout.strip()
-        try:
-            _run(["buildah", "copy", "--quiet", container, str(binary), "/pause"])
-            _run(["buildah", "config", "--entrypoint", '["/pause"]', "--user", "65535", container])
-            _run(["buildah", "commit", "--quiet", container, reference], capture_output=True)
-        finally:
-            subprocess.run(["buildah", "rm", container], capture_output=True, check=False)
+        commit_from_scratch(
+            reference, binary, "/pause", "--entrypoint", '["/pause"]', "--user", "65535"
+        )
     return reference
 
 

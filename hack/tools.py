@@ -73,6 +73,17 @@ def _kubernetes_ldflags(version: str) -> tuple[str, ...]:
     )
 
 
+def _kubernetes(name: str, commands: tuple[str, ...]) -> Component:
+    return Component(
+        name=name,
+        module="k8s.io/kubernetes",
+        version=KUBERNETES_VERSION,
+        packages=tuple(f"k8s.io/kubernetes/cmd/{cmd}" for cmd in commands),
+        replacement_version="v0." + KUBERNETES_VERSION.split(".", 1)[1],
+        ldflags=_kubernetes_ldflags(KUBERNETES_VERSION),
+    )
+
+
 COMPONENTS = (
     Component(
         name="etcd",
@@ -81,32 +92,13 @@ COMPONENTS = (
         packages=("go.etcd.io/etcd/server/v3",),
         replacement_version=ETCD_VERSION,
     ),
-    Component(
-        name="kubernetes",
-        module="k8s.io/kubernetes",
-        version=KUBERNETES_VERSION,
-        packages=tuple(
-            f"k8s.io/kubernetes/cmd/{cmd}"
-            for cmd in (
-                "kube-apiserver",
-                "kube-controller-manager",
-                "kube-scheduler",
-                "kubectl",
-            )
-        ),
-        replacement_version="v0." + KUBERNETES_VERSION.split(".", 1)[1],
-        ldflags=_kubernetes_ldflags(KUBERNETES_VERSION),
+    _kubernetes(
+        "kubernetes",
+        ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"),
     ),
     # The real node's binaries: the same release as the control plane's, kept
     # apart so that the control plane's cache stays valid.
-    Component(
-        name="kubernetes-node",
-        module="k8s.io/kubernetes",
-        version=KUBERNETES_VERSION,
-        packages=tuple(f"k8s.io/kubernetes/cmd/{cmd}" for cmd in ("kubelet", "kube-proxy")),
-        replacement_version="v0." + KUBERNETES_VERSION.split(".", 1)[1],
-        ldflags=_kubernetes_ldflags(KUBERNETES_VERSION),
-    ),
+    _kubernetes("kubernetes-node", ("kubelet", "kube-proxy")),
     Component(
         name="containerd",
         module="github.com/containerd/containerd/v2",

@@ -11,7 +11,13 @@ from datetime import datetime
 
 from kubernetes import client
 
-from tests.support.ha import LEASE_DURATION, LeaseHolders, assert_every_second_ran_once, pair
+from tests.support.ha import (
+    LEASE_DURATION,
+    LeaseHolders,
+    assert_every_second_ran_once,
+    every_second,
+    pair,
+)
 from tests.support.operator import OperatorProcess
 from tests.support.tasks import CONTAINER, JobRecorder, Tasks
 from tests.support.wait import until
@@ -21,15 +27,8 @@ TASKS = 10
 
 def burst(tasks: Tasks) -> JobRecorder:
     recorder = tasks.recorder()
-    spec = {
-        "every": "1s",
-        "missedRunPolicy": "RunAll",
-        "startingDeadlineSeconds": 60,
-        "successfulJobsHistoryLimit": 100,
-        "task": CONTAINER,
-    }
     for i in range(TASKS):
-        tasks.create(f"burst-{i}", spec)
+        tasks.create(f"burst-{i}", every_second(CONTAINER))
     recorder.wait_for(3 * TASKS, timeout=30)
     return recorder
 

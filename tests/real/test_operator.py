@@ -7,7 +7,7 @@ import time
 from kubernetes import client
 
 from tests.support import helm
-from tests.support.ha import LeaseHolders, assert_every_second_ran_once
+from tests.support.ha import LeaseHolders, assert_every_second_ran_once, every_second
 from tests.support.real import NAME, HostView
 from tests.support.tasks import Tasks
 from tests.support.wait import until
@@ -69,14 +69,9 @@ def test_deleting_the_leader_pod_hands_over_within_lease_plus_2s_without_duplica
     lease_duration = helm.merged_values()["leaderElection"]["leaseDurationSeconds"]
     holders = LeaseHolders(api, release.namespace)
     recorder = real_tasks.recorder()
-    spec = {
-        "every": "1s",
-        "missedRunPolicy": "RunAll",
-        "startingDeadlineSeconds": 60,
-        "successfulJobsHistoryLimit": 100,
-        "task": {"container": {"image": worker_image, "command": ["true"]}},
-    }
-    real_tasks.create("every-second", spec)
+    real_tasks.create(
+        "every-second", every_second({"container": {"image": worker_image, "command": ["true"]}})
+    )
     try:
         recorder.wait_for(3, timeout=60)
         leader = until(lambda: lease_holder(api, release.namespace), timeout=30, message="a leader")

@@ -7,6 +7,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 from kubernetes import client, watch
 
@@ -79,6 +80,17 @@ def pair(
     leader_id = holders.holder()
     (standby_id,) = set(ids) - {leader_id}
     return ids[leader_id], ids[standby_id], leader_id, standby_id
+
+
+def every_second(task: dict[str, Any]) -> dict[str, Any]:
+    """A task running `task` every second, every missed second run once after a failover."""
+    return {
+        "every": "1s",
+        "missedRunPolicy": "RunAll",
+        "startingDeadlineSeconds": 60,
+        "successfulJobsHistoryLimit": 100,
+        "task": task,
+    }
 
 
 def assert_every_second_ran_once(recorder: JobRecorder, tasks: int) -> None:
