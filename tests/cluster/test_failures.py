@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from kubernetes import client
 
-from taskmaster.core.render import DISRUPTIONS_ARE_NOT_FAILURES, rfc3339
+from taskmaster.core.render import DISRUPTIONS_ARE_NOT_FAILURES
+from taskmaster.core.times import rfc3339
 from tests.support.operator import OperatorProcess
 from tests.support.tasks import Tasks, condition, job_template, phase
 from tests.support.wait import until

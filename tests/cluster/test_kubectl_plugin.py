@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from taskmaster.core.render import rfc3339
+from taskmaster.core.times import rfc3339
 from tests.support.operator import OperatorProcess
 from tests.support.plugin import User, ok, table
 from tests.support.tasks import Tasks, condition, job_template, phase

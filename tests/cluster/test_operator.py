@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
-from taskmaster.core.render import rfc3339
+from taskmaster.core.times import rfc3339
 from tests.support.operator import OperatorProcess
 from tests.support.tasks import CONTAINER, Tasks, condition, job_template, phase
 from tests.support.wait import until

@@ -13,7 +13,7 @@ from itertools import pairwise
 
 from kubernetes import client
 
-from taskmaster.core.render import rfc3339
+from taskmaster.core.times import rfc3339
 from tests.support.ha import LeaseHolders, pair
 from tests.support.operator import OperatorProcess
 from tests.support.plugin import User, ok, table

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from kubernetes import client
 
-from taskmaster.core.render import rfc3339
+from taskmaster.core.times import rfc3339
 from tests.support.operator import OperatorProcess
 from tests.support.tasks import Tasks, job_template, phase
 from tests.support.wait import until

@@ -13,7 +13,7 @@ import urllib3
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from taskmaster.core.render import rfc3339
+from taskmaster.core.times import rfc3339
 from tests.support.wait import until, watch_until
 
 GROUP, VERSION, PLURAL = "taskmaster.dev", "v1", "scheduledtasks"

@@ -12,7 +12,6 @@ import pytest
 
 from taskmaster.core.decide import Plan, TaskState, decide
 from taskmaster.core.names import Run, TaskRef, Trigger, job_name
-from taskmaster.core.render import rfc3339
 from taskmaster.core.schedule import RunAt, ScheduleError, parse_cron, parse_duration
 from taskmaster.core.spec import InvalidSpec, parse_spec
 from taskmaster.core.status import (
@@ -24,6 +23,7 @@ from taskmaster.core.status import (
     read_history,
     reduce_status,
 )
+from taskmaster.core.times import rfc3339
 
 C = datetime(2026, 5, 1, 12, tzinfo=UTC)
 TASK = TaskRef("ns", "task", "uid")

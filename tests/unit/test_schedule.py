@@ -13,7 +13,6 @@ from taskmaster.core.schedule import (
     RunAt,
     ScheduleError,
     Timeline,
-    format_duration,
     jitter,
     parse_cron,
     parse_duration,
@@ -305,17 +304,17 @@ def test_timeline_max_runs_beyond_the_window_ends_with_the_window() -> None:
     assert list(timeline.times()) == [utc(2026, 5, 1, 0, 1), utc(2026, 5, 1, 0, 2)]
 
 
-def test_timeline_between() -> None:
+def test_timeline_times_come_strictly_after_the_cursor() -> None:
     timeline = Timeline(
         Every(timedelta(seconds=2), anchor=utc(2026, 5, 1)), created=utc(2026, 5, 1)
     )
 
-    assert timeline.between(utc(2026, 5, 1, 0, 0, 3), utc(2026, 5, 1, 0, 0, 8)) == [
+    assert list(islice(timeline.times(utc(2026, 5, 1, 0, 0, 3)), 3)) == [
         utc(2026, 5, 1, 0, 0, 4),
         utc(2026, 5, 1, 0, 0, 6),
         utc(2026, 5, 1, 0, 0, 8),
     ]
-    assert timeline.between(None, utc(2026, 5, 1)) == []
+    assert next(timeline.times(utc(2026, 5, 1, 0, 0, 4))) == utc(2026, 5, 1, 0, 0, 6)
 
 
 def test_timeline_run_at_before_creation_is_still_due() -> None:
@@ -344,12 +343,6 @@ def test_parse_duration(text: str, expected: timedelta) -> None:
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ScheduleError, match="is not a duration"):
         parse_duration(text)
-
-
-def test_format_duration() -> None:
-    assert format_duration(timedelta(hours=1, minutes=30)) == "1h30m"
-    assert format_duration(timedelta(seconds=45)) == "45s"
-    assert format_duration(timedelta()) == "0s"
 
 
 def test_jitter_is_deterministic_and_bounded() -> None:

@@ -11,7 +11,8 @@ from typing import Any, cast
 from taskmaster.core.admission import parse_task
 from taskmaster.core.decide import Plan
 from taskmaster.core.names import Run, TaskRef
-from taskmaster.core.render import render_job, rfc3339
+from taskmaster.core.render import render_job
+from taskmaster.core.times import rfc3339
 from taskmaster.shell.metrics import Metrics
 from taskmaster.shell.scheduler import Scheduler, Task
 from tests.support.tasks import task_object

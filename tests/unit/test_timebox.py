@@ -17,7 +17,7 @@ import pytest
 from taskmaster.core import schedule
 from taskmaster.core.names import Run
 from taskmaster.core.render import render_job
-from taskmaster.core.status import parse_time
+from taskmaster.core.times import parse_time
 from taskmaster.shell import scheduler as scheduler_module
 from taskmaster.shell.health import Health
 from taskmaster.shell.kube import ApiError

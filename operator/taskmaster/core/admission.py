@@ -19,7 +19,7 @@ from taskmaster.core.backfill import BadRequest, check, parse_request
 from taskmaster.core.names import ANNOTATION_BACKFILL, Run, TaskRef
 from taskmaster.core.render import render_job
 from taskmaster.core.spec import FieldError, TaskSpec, parse_spec
-from taskmaster.core.status import parse_time
+from taskmaster.core.times import parse_time
 
 
 def needs_review(

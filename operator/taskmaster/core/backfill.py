@@ -25,10 +25,9 @@ from itertools import islice
 from typing import Any
 
 from taskmaster.core.names import Run, Trigger
-from taskmaster.core.render import rfc3339
 from taskmaster.core.schedule import Every, RunAt, Schedule
 from taskmaster.core.spec import rfc3339_instant
-from taskmaster.core.status import parse_time
+from taskmaster.core.times import parse_time, rfc3339
 
 # The most runs one backfill may create (docs/reference.md): a larger range is
 # refused with its count; split it in several backfills.

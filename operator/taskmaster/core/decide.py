@@ -36,10 +36,10 @@ from taskmaster.core.backfill import (
     refused,
 )
 from taskmaster.core.names import ANNOTATION_BACKFILL, Run, TaskRef, Trigger, job_name
-from taskmaster.core.render import rfc3339
 from taskmaster.core.schedule import WALK_STEPS, jitter
 from taskmaster.core.spec import ConcurrencyPolicy, MissedRunPolicy, TaskSpec
 from taskmaster.core.status import HistoryEntry, JobView, Result, count_failures, stopped
+from taskmaster.core.times import rfc3339
 
 # A decision starts at most this many scheduled runs of one task. When more
 # are due at once (RunAll after a long downtime, a seconds schedule whose

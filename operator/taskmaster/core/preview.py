@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from itertools import islice
 
 from taskmaster.core.decide import due_at
-from taskmaster.core.render import rfc3339
 from taskmaster.core.schedule import Cron, Crons, Every, RunAt, Schedule, describe_cron
 from taskmaster.core.spec import TaskSpec
+from taskmaster.core.times import rfc3339
 
 # The most run times one preview lists: enough for a day of a task every
 # 2 minutes, or a page of any other; a bound no request can raise.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from taskmaster.core.names import (
@@ -23,6 +22,7 @@ from taskmaster.core.names import (
     task_label,
 )
 from taskmaster.core.spec import ContainerTask, HttpTask, TaskSpec
+from taskmaster.core.times import rfc3339
 
 CONTAINER_NAME = "task"
 
@@ -31,11 +31,6 @@ CONTAINER_NAME = "task"
 DISRUPTIONS_ARE_NOT_FAILURES = {
     "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
 }
-
-
-def rfc3339(time: datetime) -> str:
-    # isoformat, not strftime: this runs several times per run and strftime is slower.
-    return time.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def run_labels(task: TaskRef, run: Run) -> dict[str, str]:

@@ -98,15 +98,6 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(microseconds=int(nanoseconds // 1000))
 
 
-def format_duration(value: timedelta) -> str:
-    """The shortest Go-style spelling of a whole-second duration (`1h30m`, `45s`)."""
-    seconds = int(value.total_seconds())
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    parts = [f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (seconds, "s")) if n]
-    return "".join(parts) or "0s"
-
-
 def to_instant(wall: datetime, zone: ZoneInfo) -> datetime:
     """Map a naive wall-clock time in `zone` to the instant it fires at (UTC)."""
     first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
@@ -611,15 +602,6 @@ class Timeline:
                 return newest, False
             newest = time
         return newest, True
-
-    def between(self, after: datetime | None, until: datetime) -> list[datetime]:
-        """Scheduled times in (after, until], oldest first."""
-        due = []
-        for time in self.times(after):
-            if time > until:
-                break
-            due.append(time)
-        return due
 
 
 def jitter(key: str, scheduled: datetime, jitter_seconds: int) -> timedelta:

@@ -30,6 +30,7 @@ from taskmaster.core.schedule import (
     parse_cron,
     parse_duration,
 )
+from taskmaster.core.times import rfc3339
 
 DEFAULT_STARTING_DEADLINE_SECONDS = 60
 DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT = 3
@@ -190,10 +191,6 @@ def _shown(value: str, limit: int = 80) -> str:
     return f"{value[:limit]!r}... ({len(value)} characters)"
 
 
-def _rfc3339(instant: datetime) -> str:
-    return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def rfc3339_instant(value: str) -> datetime:
     """An RFC 3339 time with an offset, from MIN_TIME up to (not including) MAX_TIME, in
     UTC; ValueError says what is wrong with it, for a human."""
@@ -212,8 +209,8 @@ def rfc3339_instant(value: str) -> datetime:
         instant = MAX_TIME if parsed.year > MIN_TIME.year else MIN_TIME - timedelta(1)
     if not MIN_TIME <= instant < MAX_TIME:
         raise ValueError(
-            f"{_shown(value)} is out of range: from {_rfc3339(MIN_TIME)}"
-            f" up to (not including) {_rfc3339(MAX_TIME)}"
+            f"{_shown(value)} is out of range: from {rfc3339(MIN_TIME)}"
+            f" up to (not including) {rfc3339(MAX_TIME)}"
         )
     return instant
 

@@ -24,9 +24,9 @@ from taskmaster.core.names import (
     Run,
     Trigger,
 )
-from taskmaster.core.render import rfc3339
 from taskmaster.core.schedule import RunAt
 from taskmaster.core.spec import ConcurrencyPolicy, InvalidSpec, TaskSpec
+from taskmaster.core.times import parse_time, rfc3339
 
 _MESSAGE_LIMIT = 1024
 
@@ -57,15 +57,6 @@ class Phase(StrEnum):
     FAILED = "Failed"
     STOPPED = "Stopped"
     INVALID = "Invalid"
-
-
-def parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value).astimezone(UTC)
-    except ValueError:
-        return None
 
 
 def _time(value: datetime | None) -> str | None:

@@ -33,7 +33,6 @@ from taskmaster.core.names import (
     job_name,
 )
 from taskmaster.core.preview import MAX_PREVIEW, describe_schedule, upcoming
-from taskmaster.core.render import rfc3339
 from taskmaster.core.spec import (
     DEFAULT_FAILED_JOBS_HISTORY_LIMIT,
     DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT,
@@ -41,7 +40,7 @@ from taskmaster.core.spec import (
     TaskSpec,
     parse_spec,
 )
-from taskmaster.core.status import parse_time
+from taskmaster.core.times import parse_time, rfc3339
 from taskmaster.kubectl import view
 from taskmaster.kubectl.view import RESOURCE, PluginError
 

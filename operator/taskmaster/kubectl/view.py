@@ -16,15 +16,14 @@ from zoneinfo import ZoneInfo
 from taskmaster.core.admission import parse_task
 from taskmaster.core.names import ANNOTATION_RUN_NOW, GROUP, PLURAL
 from taskmaster.core.preview import Upcoming, describe_schedule
-from taskmaster.core.render import rfc3339
 from taskmaster.core.spec import InvalidSpec, TaskSpec
 from taskmaster.core.status import (
     HistoryEntry,
     Result,
-    parse_time,
     read_history,
     says_stopped,
 )
+from taskmaster.core.times import parse_time, rfc3339
 
 NONE = "<none>"
 RESOURCE = f"{PLURAL}.{GROUP}"

@@ -25,6 +25,7 @@ from typing import Any, cast
 from kubernetes.aio import client, config
 
 from taskmaster.core.names import API_VERSION, GROUP, KIND, PLURAL, VERSION, TaskRef
+from taskmaster.core.times import micro_time
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ class Kube:
     async def post_event(
         self, task: TaskRef, type_: str, reason: str, message: str, action: str
     ) -> None:
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        now = micro_time(datetime.now(UTC))
         event = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",

@@ -22,13 +22,14 @@ from typing import Any, cast
 
 from kubernetes.aio import client
 
+from taskmaster.core.times import micro_time
 from taskmaster.shell.kube import json_unless_missing
 
 logger = logging.getLogger(__name__)
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return micro_time(datetime.now(UTC))
 
 
 @dataclass(frozen=True)

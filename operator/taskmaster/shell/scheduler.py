@@ -43,7 +43,7 @@ from taskmaster.core.names import (
     TaskRef,
     job_name,
 )
-from taskmaster.core.render import render_job, rfc3339
+from taskmaster.core.render import render_job
 from taskmaster.core.spec import FieldError, InvalidSpec, TaskSpec
 from taskmaster.core.status import (
     HistoryEntry,
@@ -53,12 +53,12 @@ from taskmaster.core.status import (
     Result,
     expired_jobs,
     failure_streak,
-    parse_time,
     read_history,
     reduce_status,
     same_status,
     says_stopped,
 )
+from taskmaster.core.times import parse_time, rfc3339
 from taskmaster.shell.kube import ApiError, Kube
 from taskmaster.shell.metrics import Metrics
 from taskmaster.shell.timebox import TIME_BOX_SECONDS, Overrun, time_box
