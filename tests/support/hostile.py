@@ -12,12 +12,11 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from taskmaster.core.admission import parse_task
 from taskmaster.core.decide import MAX_RUNS_PER_DECISION, TaskState, decide
 from taskmaster.core.names import TaskRef
 from taskmaster.core.render import render_job
 from taskmaster.core.schedule import MAX_TIME, MIN_TIME
-from taskmaster.core.spec import InvalidSpec, TaskSpec
+from taskmaster.core.spec import InvalidSpec, TaskSpec, parse_task
 from taskmaster.core.status import Observation, reduce_status
 
 C = {"task": {"container": {"image": "busybox"}}}

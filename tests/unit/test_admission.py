@@ -13,12 +13,11 @@ from taskmaster.core.admission import (
     denial,
     job_problems,
     needs_review,
-    parse_task,
     probe_job,
     task_field,
 )
 from taskmaster.core.names import LABEL_TASK
-from taskmaster.core.spec import FieldError, InvalidSpec, TaskSpec
+from taskmaster.core.spec import FieldError, InvalidSpec, TaskSpec, parse_task
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, 250000, tzinfo=UTC)
 CORPUS = Path(__file__).parents[1] / "corpus" / "invalid"

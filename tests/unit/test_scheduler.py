@@ -8,10 +8,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from taskmaster.core.admission import parse_task
 from taskmaster.core.decide import Plan
 from taskmaster.core.names import Run, TaskRef
 from taskmaster.core.render import render_job
+from taskmaster.core.spec import parse_task
 from taskmaster.core.times import rfc3339
 from taskmaster.shell.metrics import Metrics
 from taskmaster.shell.scheduler import Scheduler, Task

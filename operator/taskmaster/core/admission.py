@@ -18,8 +18,7 @@ from typing import Any
 from taskmaster.core.backfill import BadRequest, check, parse_request
 from taskmaster.core.names import ANNOTATION_BACKFILL, Run, TaskRef
 from taskmaster.core.render import render_job
-from taskmaster.core.spec import FieldError, TaskSpec, parse_spec
-from taskmaster.core.times import parse_time
+from taskmaster.core.spec import FieldError, TaskSpec
 
 
 def needs_review(
@@ -59,20 +58,6 @@ def backfill_problems(value: str, spec: TaskSpec, now: datetime) -> list[FieldEr
         return [FieldError(path, str(error))]
     _, refusal = check(spec.schedule, request, now)
     return [FieldError(path, refusal)] if refusal is not None else []
-
-
-def parse_task(task: Mapping[str, Any], *, now: datetime) -> TaskSpec:
-    """The task's spec as the operator reads it (scheduler and webhook alike);
-    InvalidSpec names every bad field. `now` stands in for a creation time not
-    assigned yet (an object under review at CREATE)."""
-    metadata = task.get("metadata") or {}
-    raw = task.get("spec")
-    return parse_spec(
-        raw if isinstance(raw, Mapping) else {},
-        namespace=str(metadata.get("namespace") or ""),
-        name=str(metadata.get("name") or ""),
-        created=parse_time(metadata.get("creationTimestamp")) or now,
-    )
 
 
 def probe_job(

@@ -55,6 +55,16 @@ def _hardened(container: dict[str, Any]) -> dict[str, Any]:
     return container
 
 
+def _job_spec(main: dict[str, Any], **pod: Any) -> dict[str, Any]:
+    """The Job of a shorthand: one container, one attempt (retries are the operator's,
+    spec.retry, one Job each) and disruptions not counted as failures."""
+    return {
+        "backoffLimit": 0,
+        "podFailurePolicy": copy.deepcopy(DISRUPTIONS_ARE_NOT_FAILURES),
+        "template": {"spec": {"restartPolicy": "Never", "containers": [main], **pod}},
+    }
+
+
 def _container_job_spec(container: ContainerTask) -> dict[str, Any]:
     main: dict[str, Any] = {"name": CONTAINER_NAME, "image": container.image}
     if container.command:
@@ -65,12 +75,7 @@ def _container_job_spec(container: ContainerTask) -> dict[str, Any]:
         main["env"] = [dict(e) for e in container.env]
     if container.resources is not None:
         main["resources"] = copy.deepcopy(dict(container.resources))
-    return {
-        # Retries are the operator's (spec.retry), one Job per attempt.
-        "backoffLimit": 0,
-        "podFailurePolicy": copy.deepcopy(DISRUPTIONS_ARE_NOT_FAILURES),
-        "template": {"spec": {"restartPolicy": "Never", "containers": [_hardened(main)]}},
-    }
+    return _job_spec(_hardened(main))
 
 
 # The worker touches this file while its action makes progress; the liveness
@@ -132,20 +137,11 @@ def _http_job_spec(http: HttpTask, worker_image: str) -> dict[str, Any]:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    return {
-        "backoffLimit": 0,
-        "podFailurePolicy": copy.deepcopy(DISRUPTIONS_ARE_NOT_FAILURES),
-        "template": {
-            "spec": {
-                "restartPolicy": "Never",
-                "automountServiceAccountToken": False,
-                "containers": [main],
-                "volumes": [
-                    {"name": "taskmaster-run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
-                ],
-            }
-        },
-    }
+    return _job_spec(
+        main,
+        automountServiceAccountToken=False,
+        volumes=[{"name": "taskmaster-run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}],
+    )
 
 
 # Every container of a run reads its run from the pod's own metadata (the

@@ -30,7 +30,7 @@ from taskmaster.core.schedule import (
     parse_cron,
     parse_duration,
 )
-from taskmaster.core.times import rfc3339
+from taskmaster.core.times import parse_time, rfc3339
 
 DEFAULT_STARTING_DEADLINE_SECONDS = 60
 DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT = 3
@@ -570,3 +570,17 @@ def parse_spec(raw: Mapping[str, Any], *, namespace: str, name: str, created: da
     if spec.errors:
         raise InvalidSpec(spec.errors)
     return task_spec
+
+
+def parse_task(task: Mapping[str, Any], *, now: datetime) -> TaskSpec:
+    """The task's spec as the operator reads it (scheduler and webhook alike);
+    InvalidSpec names every bad field. `now` stands in for a creation time not
+    assigned yet (an object under review at CREATE)."""
+    metadata = task.get("metadata") or {}
+    raw = task.get("spec")
+    return parse_spec(
+        raw if isinstance(raw, Mapping) else {},
+        namespace=str(metadata.get("namespace") or ""),
+        name=str(metadata.get("name") or ""),
+        created=parse_time(metadata.get("creationTimestamp")) or now,
+    )

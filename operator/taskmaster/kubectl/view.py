@@ -13,10 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from taskmaster.core.admission import parse_task
 from taskmaster.core.names import ANNOTATION_RUN_NOW, GROUP, PLURAL
 from taskmaster.core.preview import Upcoming, describe_schedule
-from taskmaster.core.spec import InvalidSpec, TaskSpec
+from taskmaster.core.spec import InvalidSpec, TaskSpec, parse_task
 from taskmaster.core.status import (
     HistoryEntry,
     Result,

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from taskmaster.core.admission import parse_task
 from taskmaster.core.backfill import Backfill, backfill_events
 from taskmaster.core.decide import Plan, TaskState, decide, due_at
 from taskmaster.core.names import (
@@ -44,7 +43,7 @@ from taskmaster.core.names import (
     job_name,
 )
 from taskmaster.core.render import render_job
-from taskmaster.core.spec import FieldError, InvalidSpec, TaskSpec
+from taskmaster.core.spec import FieldError, InvalidSpec, TaskSpec, parse_task
 from taskmaster.core.status import (
     HistoryEntry,
     JobView,

@@ -31,11 +31,10 @@ from taskmaster.core.admission import (
     job_problems,
     needs_review,
     new_backfill,
-    parse_task,
     probe_job,
 )
 from taskmaster.core.names import GROUP, PLURAL, VERSION
-from taskmaster.core.spec import InvalidSpec
+from taskmaster.core.spec import InvalidSpec, parse_task
 from taskmaster.shell.certificates import (
     CA_KEY,
     CERT_KEY,
