@@ -160,6 +160,14 @@ def test_a_task_is_kept_without_its_managed_fields() -> None:
     assert "managedFields" in metadata  # the watch's copy is left as it was
 
 
+def reconciles(scheduler: Scheduler) -> list[str]:
+    """The tasks whose reconcile the loop would start now (and, for the test, has run)."""
+    taken = scheduler.queue.take()
+    for key, _ in taken:
+        scheduler.queue.done(key)
+    return [key for key, record in taken if not record]
+
+
 def test_only_job_updates_that_change_its_view_wake_the_task() -> None:
     scheduler = Scheduler(cast(Any, None), Metrics())
     created = datetime(2026, 5, 1, tzinfo=UTC)
@@ -175,26 +183,25 @@ def test_only_job_updates_that_change_its_view_wake_the_task() -> None:
         scheduler.job_event("MODIFIED", {**job, "metadata": metadata, "status": status})
 
     update(1, {"active": 1})
-    assert scheduler.queued == {"ns/t"}
-    scheduler._queued.clear()
+    assert reconciles(scheduler) == ["ns/t"]
     update(2, {"active": 0, "uncountedTerminatedPods": {"succeeded": ["p"]}})
-    assert scheduler.queued == set()
+    assert reconciles(scheduler) == []
     update(3, {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1})
-    assert scheduler.queued == {"ns/t"}
+    assert reconciles(scheduler) == ["ns/t"]
 
 
 def test_the_echo_of_a_held_task_version_wakes_no_reconcile() -> None:
     scheduler = Scheduler(cast(Any, None), Metrics())
     metadata = {"namespace": "ns", "name": "t", "uid": "uid", "resourceVersion": "5"}
     scheduler.task_event("ADDED", {"metadata": metadata, "spec": {}})
-    scheduler._queued.clear()
+    reconciles(scheduler)
 
     # The status write's own event: the version the operator already holds.
     scheduler.task_event("MODIFIED", {"metadata": metadata, "spec": {}})
-    assert scheduler.queued == set()
+    assert reconciles(scheduler) == []
     newer = {**metadata, "resourceVersion": "6", "annotations": {"taskmaster.dev/run-now": "a"}}
     scheduler.task_event("MODIFIED", {"metadata": newer, "spec": {}})
-    assert scheduler.queued == {"ns/t"}
+    assert reconciles(scheduler) == ["ns/t"]
     assert scheduler.tasks["ns/t"].body["metadata"]["resourceVersion"] == "6"
 
 
@@ -270,7 +277,7 @@ def test_runs_falling_due_together_start_before_any_status_is_written() -> None:
 
     def written() -> bool:
         held = scheduler.tasks.values()
-        return not scheduler._running and all(task.body.get("status") for task in held)
+        return not scheduler.queue.running and all(task.body.get("status") for task in held)
 
     asyncio.run(_run_until(scheduler, written))
 
@@ -300,15 +307,16 @@ def test_after_a_start_the_tasks_next_due_are_reconciled_first() -> None:
         scheduler.job_event(None, {**job, "metadata": {**job["metadata"], "resourceVersion": "2"}})
     scheduler.resume()
 
-    first = [key for key, _ in scheduler._next_ops()]
+    first = [key for key, _ in scheduler.queue.take()]
     assert first[0] == "ns/new"
     soonest = sorted(due, key=lambda name: due[name])
     assert first[1:] == [f"ns/{name}" for name in soonest[: len(first) - 1]]
 
     # A wake-up falling due goes ahead of the rest of the start-up pass.
-    scheduler._running.clear()
+    for key in first:
+        scheduler.queue.done(key)
     scheduler.poke("ns/" + soonest[-1], now.timestamp())
-    assert scheduler._next_ops()[0] == ("ns/" + soonest[-1], False)
+    assert scheduler.queue.take()[0] == ("ns/" + soonest[-1], False)
 
 
 def test_a_stopping_leader_writes_what_it_decided_and_starts_nothing_new() -> None:

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import json
 import logging
 import time
@@ -61,6 +59,7 @@ from taskmaster.core.times import parse_time, rfc3339
 from taskmaster.shell.kube import ApiError, Kube
 from taskmaster.shell.metrics import Metrics
 from taskmaster.shell.timebox import TIME_BOX_SECONDS, Overrun, time_box
+from taskmaster.shell.workqueue import Op, WorkQueue
 
 logger = logging.getLogger(__name__)
 
@@ -247,17 +246,6 @@ class Task:
         return False
 
 
-@dataclass(order=True)
-class _Wake:
-    at: float
-    seq: int
-    key: str = field(compare=False)
-
-
-# What the loop runs for a task: its reconcile (False) or its record (True).
-_Op = tuple[str, bool]
-
-
 class Fenced(Exception):
     """This replica may no longer act: the reconcile stops before writing anything more."""
 
@@ -272,16 +260,8 @@ class Scheduler:
         # How the pods of each Job (namespace, name) ended: exit, message, disruption.
         self.pods: dict[tuple[str, str], PodOutcome] = {}
         self._job_versions: dict[tuple[str, str], int] = {}
-        # Wake-ups in the future, by time.
-        self._heap: list[_Wake] = []
-        self._wake_at: dict[str, float] = {}
-        self._seq = itertools.count()
-        # Work to do now, most urgent (earliest) first; `_queued` holds the
-        # urgency of each queued op, the heap may hold stale entries too.
-        self._queue: list[tuple[float, int, _Op]] = []
-        self._queued: dict[_Op, float] = {}
-        self._running: set[str] = set()
-        self._draining = False
+        self.queue = WorkQueue(_CONCURRENCY)
+        # Set whenever the queue may have work for the loop.
         self._changed = asyncio.Event()
         # Set whenever the last reconcile or record in flight ends.
         self.idle = asyncio.Event()
@@ -310,7 +290,7 @@ class Scheduler:
         key = f"{metadata['namespace']}/{metadata['name']}"
         if event_type == "DELETED":
             self.tasks.pop(key, None)
-            self._wake_at.pop(key, None)
+            self.queue.wake(key, None)
             if not self.jobs.get(key):
                 self.jobs.pop(key, None)
             self.metrics.forget(metadata["namespace"], metadata["name"])
@@ -393,8 +373,7 @@ class Scheduler:
         urgent as "now", which would put them all ahead of runs due in seconds.
         """
         self.forget_unwritten()
-        self._queue.clear()
-        self._queued.clear()
+        self.queue.clear()
         for key, task in self.tasks.items():
             self.poke(key, task.resume_at())
 
@@ -405,11 +384,11 @@ class Scheduler:
         its Events) left unwritten is decided again by the next leader, a
         little later, and its Events are lost.
         """
-        self._draining = True
+        self.queue.draining = True
         self._changed.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                while self._running or any(task.unwritten for task in self.tasks.values()):
+                while self.queue.running or any(task.unwritten for task in self.tasks.values()):
                     self.idle.clear()
                     await self.idle.wait()
 
@@ -425,30 +404,13 @@ class Scheduler:
                         held[name] = replace(held[name], deleting=False)
             task.unwritten = None
 
-    @property
-    def queued(self) -> set[str]:
-        """The tasks with a reconcile queued."""
-        return {key for key, record in self._queued if not record}
-
-    def _enqueue(self, op: _Op, at: float, *, now: bool = True) -> None:
-        held = self._queued.get(op)
-        if held is not None and held <= at:
-            return
-        self._queued[op] = at
-        heapq.heappush(self._queue, (at, next(self._seq), op))
-        if now:
+    def _enqueue(self, op: Op, at: float, *, now: bool = True) -> None:
+        if self.queue.add(op, at) and now:
             self._changed.set()
 
     def _wake(self, key: str, at: datetime | None) -> None:
-        if at is None:
-            self._wake_at.pop(key, None)
-            return
-        timestamp = at.timestamp()
-        if self._wake_at.get(key) == timestamp:
-            return
-        self._wake_at[key] = timestamp
-        heapq.heappush(self._heap, _Wake(timestamp, next(self._seq), key))
-        self._changed.set()
+        if self.queue.wake(key, None if at is None else at.timestamp()) and at is not None:
+            self._changed.set()
 
     # -- the loop -----------------------------------------------------------------
 
@@ -458,49 +420,18 @@ class Scheduler:
         while True:
             await self.acting.wait()
             self.last_loop = time.monotonic()
-            now = time.time()
-            while self._heap and self._heap[0].at <= now:
-                wake = heapq.heappop(self._heap)
-                if self._wake_at.get(wake.key) == wake.at:
-                    del self._wake_at[wake.key]
-                    self.poke(wake.key, wake.at)
+            self.queue.wake_due(time.time())
             self._changed.clear()
-            for op in self._next_ops():
-                self._running.add(op[0])
+            for op in self.queue.take():
                 job = asyncio.create_task(self._guarded(op))
                 started.add(job)
                 job.add_done_callback(started.discard)
-            timeout = max(0.0, self._heap[0].at - time.time()) if self._heap else 5.0
+            next_wake = self.queue.next_wake()
+            timeout = 5.0 if next_wake is None else max(0.0, next_wake - time.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=min(timeout, 5.0))
 
-    def _next_ops(self) -> list[_Op]:
-        """The most urgent queued ops, as many as there are free slots, one per task.
-
-        Only that many are started: the rest stay in urgency order, so that
-        what falls due meanwhile can still go ahead of them.
-        """
-        ops: list[_Op] = []
-        taken: set[str] = set()
-        busy: list[tuple[float, int, _Op]] = []
-        while self._queue and len(self._running) + len(ops) < _CONCURRENCY:
-            entry = heapq.heappop(self._queue)
-            at, _, op = entry
-            if self._queued.get(op) != at:
-                continue  # superseded by a more urgent entry, or done
-            if self._draining and not op[1]:
-                continue  # stopping: only what was decided is still written
-            if op[0] in self._running or op[0] in taken:
-                busy.append(entry)  # after the one in flight for that task
-                continue
-            del self._queued[op]
-            ops.append(op)
-            taken.add(op[0])
-        for entry in busy:
-            heapq.heappush(self._queue, entry)
-        return ops
-
-    async def _guarded(self, op: _Op) -> None:
+    async def _guarded(self, op: Op) -> None:
         key, record = op
         fenced = False
         try:
@@ -518,10 +449,10 @@ class Scheduler:
             logger.exception("%s %s failed", "recording" if record else "reconciling", key)
             self._retry_later(key, None)
         finally:
-            self._running.discard(key)
+            self.queue.done(key)
             if not fenced:
                 self._changed.set()
-            if not self._running:
+            if not self.queue.running:
                 self.idle.set()
 
     def _retry_later(self, key: str, error: ApiError | None) -> None:
