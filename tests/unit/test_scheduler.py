@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -117,7 +118,7 @@ def test_a_job_that_finishes_while_the_status_is_written_is_recorded_not_deleted
         {"every": "1h", "jobTemplate": {"spec": {"template": {"spec": {}}}}}, created
     )
     scheduler.task_event("ADDED", task)
-    scheduler.tasks["ns/t"].parse()
+    scheduler.tasks["ns/t"].parse(scheduler.clock())
     spec = scheduler.tasks["ns/t"].spec
     assert spec is not None
     job = render_job(ref, spec, Run(created + timedelta(seconds=10)))
@@ -240,8 +241,13 @@ class _RecordingKube:
         self.calls.append(("delete", name))
 
 
-def _task(name: str, schedule: str, status: dict[str, Any] | None = None) -> dict[str, Any]:
-    created = datetime.now(UTC) - timedelta(seconds=2)
+def _task(
+    name: str,
+    schedule: str,
+    status: dict[str, Any] | None = None,
+    created: datetime | None = None,
+) -> dict[str, Any]:
+    created = created or datetime.now(UTC) - timedelta(seconds=2)
     return {
         "metadata": {
             "namespace": "ns",
@@ -270,10 +276,12 @@ async def _run_until(scheduler: Scheduler, done: Callable[[], bool]) -> None:
 
 def test_runs_falling_due_together_start_before_any_status_is_written() -> None:
     kube = _RecordingKube()
-    scheduler = Scheduler(cast(Any, kube), Metrics())
+    # Time stands still half a second after every task's run fell due: one run each.
+    now = datetime(2026, 5, 1, tzinfo=UTC)
+    scheduler = Scheduler(cast(Any, kube), Metrics(), clock=lambda: now + timedelta(seconds=0.5))
     tasks = 300  # several times the reconciles in flight at once
     for i in range(tasks):
-        kube.add(scheduler, _task(f"t{i}", "* * * * * *"))
+        kube.add(scheduler, _task(f"t{i}", "* * * * * *", created=now - timedelta(seconds=2)))
 
     def written() -> bool:
         held = scheduler.tasks.values()
@@ -283,10 +291,11 @@ def test_runs_falling_due_together_start_before_any_status_is_written() -> None:
 
     kinds = [kind for kind, _ in kube.calls]
     assert kinds[:tasks] == ["job"] * tasks
-    # (Every second: a slow run may see the next runs too.)
-    assert {name for kind, name in kube.calls if kind == "status"} == {
+    # One run each: one Job and one status write each, every Job first.
+    assert sorted(name for kind, name in kube.calls if kind == "status") == sorted(
         f"t{i}" for i in range(tasks)
-    }
+    )
+    assert (Counter(kinds)["job"], Counter(kinds)["status"]) == (tasks, tasks)
     assert all(task.unwritten is None for task in scheduler.tasks.values())
 
 
@@ -301,7 +310,7 @@ def test_after_a_start_the_tasks_next_due_are_reconciled_first() -> None:
     # The start-up listing of Jobs queues their tasks too, as urgent as "now".
     for name in due:
         spec = scheduler.tasks[f"ns/{name}"]
-        spec.parse()
+        spec.parse(now)
         assert spec.spec is not None
         job = render_job(spec.ref, spec.spec, Run(now - timedelta(hours=1)))
         scheduler.job_event(None, {**job, "metadata": {**job["metadata"], "resourceVersion": "2"}})

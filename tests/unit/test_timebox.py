@@ -202,7 +202,7 @@ def test_a_replaced_job_is_deleted_only_once_its_replacement_is_written() -> Non
     body = _task({"every": "10s", "concurrencyPolicy": "Replace"})
     scheduler.task_event("ADDED", body)
     task = scheduler.tasks["ns/t"]
-    task.parse()
+    task.parse(scheduler.clock())
     assert task.spec is not None
     created = parse_time(body["metadata"]["creationTimestamp"])
     assert created is not None

@@ -214,7 +214,7 @@ class Task:
             return phase
         return self.phase
 
-    def resume_at(self) -> float:
+    def resume_at(self) -> float | None:
         """How urgent a first reconcile is: by the next run its status announces.
 
         After a start or a failover every task is reconciled; those whose runs
@@ -224,18 +224,19 @@ class Task:
         status = json.loads(self.object_status)
         next_run = parse_time(status.get("nextRunTime"))
         if next_run is None or status.get("observedGeneration") != self.generation:
-            return time.time()
+            return None  # now
         return next_run.timestamp()
 
-    def parse(self) -> bool:
+    def parse(self, now: datetime) -> bool:
         """Parse the spec once per generation; True if that ran past its time box
-        (the task is then Invalid until its spec changes)."""
+        (the task is then Invalid until its spec changes). `now` stands in for a
+        creation time the object lacks."""
         if self.parsed == self.generation and self.parsed is not None:
             return False
         self.parsed = self.generation
         try:
             with time_box(TIME_BOX_SECONDS):
-                self.spec = parse_task(self.body, now=datetime.now(UTC))
+                self.spec = parse_task(self.body, now=now)
             self.invalid = None
         except InvalidSpec as invalid:
             self.spec, self.invalid = None, invalid
@@ -250,9 +251,25 @@ class Fenced(Exception):
     """This replica may no longer act: the reconcile stops before writing anything more."""
 
 
+# Where the scheduler reads the time: the wall clock, or a test's fixed instants.
+Clock = Callable[[], datetime]
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
 class Scheduler:
-    def __init__(self, kube: Kube, metrics: Metrics, *, worker_image: str | None = None) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        metrics: Metrics,
+        *,
+        worker_image: str | None = None,
+        clock: Clock = wall_clock,
+    ) -> None:
         self.kube = kube
+        self.clock = clock
         self.metrics = metrics
         self.worker_image = worker_image
         self.tasks: dict[str, Task] = {}
@@ -267,11 +284,14 @@ class Scheduler:
         self.idle = asyncio.Event()
         # Set while this replica may act (leader, caches warm); `since` is when it began.
         self.acting = asyncio.Event()
-        self.since = datetime.now(UTC)
+        self.since = clock()
         self.last_loop = time.monotonic()
         # Asked before every Job is created: False once leadership may be lost.
         self.may_act: Callable[[], bool] = lambda: True
         metrics.count_phases(self.phases)
+
+    def _now(self) -> float:
+        return self.clock().timestamp()
 
     def stalled(self, limit: float) -> bool:
         """Whether the loop, while it should be acting, has not turned for `limit` seconds.
@@ -361,7 +381,7 @@ class Scheduler:
 
     def poke(self, key: str, at: float | None = None) -> None:
         """Queue a reconcile of the task, as urgent as something due at `at` (default: now)."""
-        self._enqueue((key, False), time.time() if at is None else at)
+        self._enqueue((key, False), self._now() if at is None else at)
 
     def resume(self) -> None:
         """Queue every task, most urgent first: this replica starts (or starts again) to act.
@@ -420,14 +440,14 @@ class Scheduler:
         while True:
             await self.acting.wait()
             self.last_loop = time.monotonic()
-            self.queue.wake_due(time.time())
+            self.queue.wake_due(self._now())
             self._changed.clear()
             for op in self.queue.take():
                 job = asyncio.create_task(self._guarded(op))
                 started.add(job)
                 job.add_done_callback(started.discard)
             next_wake = self.queue.next_wake()
-            timeout = 5.0 if next_wake is None else max(0.0, next_wake - time.time())
+            timeout = 5.0 if next_wake is None else max(0.0, next_wake - self._now())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=min(timeout, 5.0))
 
@@ -443,7 +463,7 @@ class Scheduler:
             # task is queued; when it was only late to renew, on a later loop turn
             # (not at once: that would spin while leadership stays uncertain).
             logger.warning("%s: %s", key, refused)
-            self._enqueue(op, time.time(), now=False)
+            self._enqueue(op, self._now(), now=False)
             fenced = True
         except Exception:
             logger.exception("%s %s failed", "recording" if record else "reconciling", key)
@@ -468,7 +488,7 @@ class Scheduler:
         task.failures += 1
         first, cap = _ERROR_BACKOFF
         delay: float = min(first * 2.0 ** (task.failures - 1), cap)
-        self._wake(task.ref.key, datetime.now(UTC) + timedelta(seconds=delay))
+        self._wake(task.ref.key, self.clock() + timedelta(seconds=delay))
         return delay
 
     # -- one task -----------------------------------------------------------------
@@ -479,13 +499,13 @@ class Scheduler:
             return
         if task.held is not None:
             generation, until = task.held
-            if generation == task.generation and time.time() < until:
+            if generation == task.generation and self._now() < until:
                 return  # its back-off wakes it
             task.held = None
-        if task.parse():
+        if task.parse(self.clock()):
             self.metrics.overruns.labels("parse").inc()
             logger.warning("%s: parsing the spec ran past its time box; set aside", key)
-        now = datetime.now(UTC)
+        now = self.clock()
         jobs = self.jobs.setdefault(key, {})
         if task.spec is None:
             invalid = Observation(
@@ -600,7 +620,7 @@ class Scheduler:
         self._report(task, "Warning", "DecisionOverrun", why, "Decide")
         # Until the back-off is over, events about the task (its own writes,
         # a user's edits of its metadata) do not make it decide again.
-        task.held = (task.generation, time.time() + self._back_off(task))
+        task.held = (task.generation, self._now() + self._back_off(task))
 
     async def _start(
         self, task: Task, spec: TaskSpec, run: Run, jobs: dict[str, JobView]
@@ -633,7 +653,7 @@ class Scheduler:
             # As created; unless the watch was quicker and already told more.
             jobs[name] = view
         due = run.scheduled if run.token else due_at(task.ref.key, spec, run.scheduled)
-        lag = (datetime.now(UTC) - due).total_seconds()
+        lag = (self.clock() - due).total_seconds()
         self.metrics.fire_lag.labels(run.trigger.value).observe(max(lag, 0.0))
         self.metrics.tasks.of(task.ref.namespace, task.ref.name).started[run.trigger.value] += 1
         self._report(
@@ -685,7 +705,7 @@ class Scheduler:
     def _unwritten(self, task: Task) -> Unwritten:
         if task.unwritten is None:
             task.unwritten = Unwritten()
-            self._enqueue((task.ref.key, True), time.time() + _RECORD_DELAY)
+            self._enqueue((task.ref.key, True), self._now() + _RECORD_DELAY)
         return task.unwritten
 
     async def record(self, key: str) -> None:
