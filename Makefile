@@ -43,6 +43,7 @@ lint: venv ## ruff, mypy --strict, import-linter, hadolint (helm lint runs in th
 	$(BIN)/ruff check operator tests hack bench
 	$(BIN)/ruff format --check operator tests hack bench
 	$(BIN)/mypy
+	$(BIN)/mypy tests/support/api.py tests/unit/test_workqueue.py
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile worker-image/Dockerfile
 

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from taskmaster.core.decide import Plan
 from taskmaster.core.names import Run, TaskRef
@@ -16,11 +16,12 @@ from taskmaster.core.spec import parse_task
 from taskmaster.core.times import rfc3339
 from taskmaster.shell.metrics import Metrics
 from taskmaster.shell.scheduler import Scheduler, Task
+from tests.support.api import FakeApi, NoApi
 from tests.support.tasks import task_object
 
 
 def test_only_an_acting_scheduler_can_stall() -> None:
-    scheduler = Scheduler(cast(Any, None), Metrics())
+    scheduler = Scheduler(NoApi(), Metrics())
     scheduler.last_loop = time.monotonic() - 60
 
     assert not scheduler.stalled(30)  # a follower, parked until it leads
@@ -41,7 +42,7 @@ def _series(metrics: Metrics, name: str) -> list[dict[str, str]]:
 
 def test_a_task_without_a_next_run_has_no_next_schedule_series() -> None:
     metrics = Metrics()
-    scheduler = Scheduler(cast(Any, None), metrics)
+    scheduler = Scheduler(NoApi(), metrics)
     task = Task(TaskRef("ns", "t", "uid"))
     due = datetime(2026, 5, 1, tzinfo=UTC)
 
@@ -70,7 +71,7 @@ def test_a_replica_that_stops_scheduling_drops_every_task_series() -> None:
 
 
 def test_a_deleted_task_leaves_no_series_behind() -> None:
-    scheduler = Scheduler(cast(Any, None), Metrics())
+    scheduler = Scheduler(NoApi(), Metrics())
     body = {"metadata": {"namespace": "ns", "name": "t", "uid": "uid"}, "spec": {}}
     scheduler.task_event("ADDED", body)
     series = scheduler.metrics.tasks.of("ns", "t")
@@ -88,30 +89,9 @@ def test_a_deleted_task_leaves_no_series_behind() -> None:
     ] == []
 
 
-class _RacingKube:
-    """The API as the scheduler sees it while a Job finishes during a status write."""
-
-    def __init__(self) -> None:
-        self.during_patch: Callable[[], None] = lambda: None
-        self.deleted: list[str] = []
-        self.status: dict[str, Any] = {}
-
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Any:
-        self.during_patch()
-        self.during_patch = lambda: None
-        self.status = status
-        return {}
-
-    async def delete_job(self, namespace: str, name: str) -> None:
-        self.deleted.append(name)
-
-    async def post_event(self, *_: Any) -> None:
-        pass
-
-
 def test_a_job_that_finishes_while_the_status_is_written_is_recorded_not_deleted() -> None:
-    kube = _RacingKube()
-    scheduler = Scheduler(cast(Any, kube), Metrics())
+    kube = FakeApi()
+    scheduler = Scheduler(kube, Metrics())
     created = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
     ref = TaskRef("ns", "t", "uid")
     task = task_object(
@@ -140,7 +120,7 @@ def test_a_job_that_finishes_while_the_status_is_written_is_recorded_not_deleted
 
 
 def test_a_task_is_kept_without_its_managed_fields() -> None:
-    scheduler = Scheduler(cast(Any, None), Metrics())
+    scheduler = Scheduler(NoApi(), Metrics())
     metadata = {
         "namespace": "ns",
         "name": "t",
@@ -170,7 +150,7 @@ def reconciles(scheduler: Scheduler) -> list[str]:
 
 
 def test_only_job_updates_that_change_its_view_wake_the_task() -> None:
-    scheduler = Scheduler(cast(Any, None), Metrics())
+    scheduler = Scheduler(NoApi(), Metrics())
     created = datetime(2026, 5, 1, tzinfo=UTC)
     task = {
         "metadata": {"namespace": "ns", "name": "t", "uid": "uid", "generation": 1},
@@ -192,7 +172,7 @@ def test_only_job_updates_that_change_its_view_wake_the_task() -> None:
 
 
 def test_the_echo_of_a_held_task_version_wakes_no_reconcile() -> None:
-    scheduler = Scheduler(cast(Any, None), Metrics())
+    scheduler = Scheduler(NoApi(), Metrics())
     metadata = {"namespace": "ns", "name": "t", "uid": "uid", "resourceVersion": "5"}
     scheduler.task_event("ADDED", {"metadata": metadata, "spec": {}})
     reconciles(scheduler)
@@ -204,41 +184,6 @@ def test_the_echo_of_a_held_task_version_wakes_no_reconcile() -> None:
     scheduler.task_event("MODIFIED", {"metadata": newer, "spec": {}})
     assert reconciles(scheduler) == ["ns/t"]
     assert scheduler.tasks["ns/t"].body["metadata"]["resourceVersion"] == "6"
-
-
-class _RecordingKube:
-    """The API as a log of the scheduler's writes, in the order they were sent."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-        self.tasks: dict[str, dict[str, Any]] = {}
-
-    def add(self, scheduler: Scheduler, task: dict[str, Any]) -> None:
-        self.tasks[task["metadata"]["name"]] = task
-        scheduler.task_event("ADDED", task)
-
-    async def create_job(self, job: dict[str, Any]) -> bool:
-        await asyncio.sleep(0)  # a request: other reconciles go on meanwhile
-        self.calls.append(("job", job["metadata"]["labels"]["taskmaster.dev/task"]))
-        return True
-
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Any:
-        await asyncio.sleep(0)
-        self.calls.append(("status", name))
-        task = self.tasks[name]
-        version = str(int(task["metadata"]["resourceVersion"]) + 1)
-        task = self.tasks[name] = {
-            **task,
-            "metadata": {**task["metadata"], "resourceVersion": version},
-            "status": {**task.get("status", {}), **status},
-        }
-        return task
-
-    async def post_event(self, task: TaskRef, type_: str, reason: str, *_: Any) -> None:
-        self.calls.append(("event", task.name))
-
-    async def delete_job(self, namespace: str, name: str) -> None:
-        self.calls.append(("delete", name))
 
 
 def _task(
@@ -275,10 +220,10 @@ async def _run_until(scheduler: Scheduler, done: Callable[[], bool]) -> None:
 
 
 def test_runs_falling_due_together_start_before_any_status_is_written() -> None:
-    kube = _RecordingKube()
+    kube = FakeApi()
     # Time stands still half a second after every task's run fell due: one run each.
     now = datetime(2026, 5, 1, tzinfo=UTC)
-    scheduler = Scheduler(cast(Any, kube), Metrics(), clock=lambda: now + timedelta(seconds=0.5))
+    scheduler = Scheduler(kube, Metrics(), clock=lambda: now + timedelta(seconds=0.5))
     tasks = 300  # several times the reconciles in flight at once
     for i in range(tasks):
         kube.add(scheduler, _task(f"t{i}", "* * * * * *", created=now - timedelta(seconds=2)))
@@ -289,18 +234,18 @@ def test_runs_falling_due_together_start_before_any_status_is_written() -> None:
 
     asyncio.run(_run_until(scheduler, written))
 
-    kinds = [kind for kind, _ in kube.calls]
-    assert kinds[:tasks] == ["job"] * tasks
+    verbs = [call.split()[0] for call in kube.calls]
+    assert verbs[:tasks] == ["create"] * tasks
     # One run each: one Job and one status write each, every Job first.
-    assert sorted(name for kind, name in kube.calls if kind == "status") == sorted(
-        f"t{i}" for i in range(tasks)
+    assert sorted(call for call in kube.calls if call.startswith("status ")) == sorted(
+        f"status t{i}" for i in range(tasks)
     )
-    assert (Counter(kinds)["job"], Counter(kinds)["status"]) == (tasks, tasks)
+    assert (Counter(verbs)["create"], Counter(verbs)["status"]) == (tasks, tasks)
     assert all(task.unwritten is None for task in scheduler.tasks.values())
 
 
 def test_after_a_start_the_tasks_next_due_are_reconciled_first() -> None:
-    scheduler = Scheduler(cast(Any, None), Metrics())
+    scheduler = Scheduler(NoApi(), Metrics())
     now = datetime.now(UTC).replace(microsecond=0)
     due = {f"t{i}": now + timedelta(minutes=1 + (37 * i) % 100) for i in range(100)}
     for name, at in due.items():
@@ -329,8 +274,8 @@ def test_after_a_start_the_tasks_next_due_are_reconciled_first() -> None:
 
 
 def test_a_stopping_leader_writes_what_it_decided_and_starts_nothing_new() -> None:
-    kube = _RecordingKube()
-    scheduler = Scheduler(cast(Any, kube), Metrics())
+    kube = FakeApi()
+    scheduler = Scheduler(kube, Metrics())
     kube.add(scheduler, _task("t", "0 0 1 1 *"))
     asyncio.run(scheduler.reconcile("ns/t"))
     assert scheduler.tasks["ns/t"].unwritten is not None
@@ -343,12 +288,12 @@ def test_a_stopping_leader_writes_what_it_decided_and_starts_nothing_new() -> No
         loop.cancel()
 
     asyncio.run(stop())
-    assert kube.calls == [("status", "t")]
+    assert kube.calls == ["status t"]
     assert scheduler.tasks["ns/t"].unwritten is None
 
 
 def test_a_task_keeps_when_its_spec_last_changed_from_its_managed_fields() -> None:
-    scheduler = Scheduler(cast(Any, None), Metrics())
+    scheduler = Scheduler(NoApi(), Metrics())
     metadata = {
         "namespace": "ns",
         "name": "t",

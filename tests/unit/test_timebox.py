@@ -9,7 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -24,6 +24,7 @@ from taskmaster.shell.kube import ApiError
 from taskmaster.shell.metrics import Metrics
 from taskmaster.shell.scheduler import Scheduler
 from taskmaster.shell.timebox import Overrun, time_box
+from tests.support.api import FakeApi
 from tests.support.operator import free_port
 from tests.support.tasks import task_object
 from tests.support.wait import until
@@ -60,19 +61,6 @@ def test_an_overrun_is_not_taken_for_the_boxed_code_s_own_error(
         schedule.parse_cron("1 2 3 4 5", ZoneInfo("UTC"), "")
 
 
-class _Kube:
-    def __init__(self) -> None:
-        self.status: dict[str, Any] = {}
-        self.events: list[tuple[str, str]] = []
-
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Any:
-        self.status = status
-        return {}
-
-    async def post_event(self, _: Any, type_: str, reason: str, *__: Any) -> None:
-        self.events.append((type_, reason))
-
-
 def _task(spec: dict[str, Any]) -> dict[str, Any]:
     created = datetime.now(UTC) - timedelta(minutes=1)
     return task_object({**spec, "task": {"container": {"image": "busybox"}}}, created)
@@ -86,8 +74,8 @@ def _overruns(metrics: Metrics, operation: str) -> float:
 def test_a_decision_past_its_time_box_marks_the_task_degraded_and_backs_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    kube = _Kube()
-    scheduler = Scheduler(cast(Any, kube), Metrics())
+    kube = FakeApi()
+    scheduler = Scheduler(kube, Metrics())
     monkeypatch.setattr(scheduler_module, "TIME_BOX_SECONDS", 0.2)
     decisions = []
 
@@ -115,8 +103,8 @@ def test_a_decision_past_its_time_box_marks_the_task_degraded_and_backs_off(
 def test_a_parse_past_its_time_box_makes_the_task_invalid(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    kube = _Kube()
-    scheduler = Scheduler(cast(Any, kube), Metrics())
+    kube = FakeApi()
+    scheduler = Scheduler(kube, Metrics())
     monkeypatch.setattr(scheduler_module, "TIME_BOX_SECONDS", 0.2)
     monkeypatch.setattr(scheduler_module, "parse_task", lambda *_, **__: _spin())
     scheduler.task_event("ADDED", _task({"every": "10s"}))
@@ -173,32 +161,9 @@ def test_healthz_fails_while_the_event_loop_is_blocked() -> None:
     assert answers[-1][1].startswith("event loop blocked for")
 
 
-class _RecordingKube(_Kube):
-    """The API as the scheduler sees it: the order of its writes, and a status write
-    that fails when asked to."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
-        self.fail_status = False
-
-    async def create_job(self, manifest: dict[str, Any]) -> bool:
-        self.calls.append(f"create {manifest['metadata']['name']}")
-        return True
-
-    async def delete_job(self, namespace: str, name: str) -> None:
-        self.calls.append(f"delete {name}")
-
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Any:
-        if self.fail_status:
-            raise ApiError(500, "etcd is away")
-        self.calls.append("status")
-        return await super().patch_status(namespace, name, status)
-
-
 def test_a_replaced_job_is_deleted_only_once_its_replacement_is_written() -> None:
-    kube = _RecordingKube()
-    scheduler = Scheduler(cast(Any, kube), Metrics())
+    kube = FakeApi()
+    scheduler = Scheduler(kube, Metrics())
     body = _task({"every": "10s", "concurrencyPolicy": "Replace"})
     scheduler.task_event("ADDED", body)
     task = scheduler.tasks["ns/t"]
@@ -227,5 +192,6 @@ def test_a_replaced_job_is_deleted_only_once_its_replacement_is_written() -> Non
     asyncio.run(scheduler.reconcile("ns/t"))  # decided afresh: the older run is replaced
     kube.fail_status = False
     asyncio.run(scheduler.record("ns/t"))
-    assert kube.calls[-2:] == ["status", f"delete {older_name}"]
+    writes = [call for call in kube.calls if not call.startswith("event ")]
+    assert writes[-2:] == ["status t", f"delete {older_name}"]
     assert older_name not in scheduler.jobs["ns/t"]

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from taskmaster.core.backfill import Backfill, backfill_events
 from taskmaster.core.decide import Plan, TaskState, decide, due_at
@@ -56,7 +56,7 @@ from taskmaster.core.status import (
     says_stopped,
 )
 from taskmaster.core.times import parse_time, rfc3339
-from taskmaster.shell.kube import ApiError, Kube
+from taskmaster.shell.kube import ApiError
 from taskmaster.shell.metrics import Metrics
 from taskmaster.shell.timebox import TIME_BOX_SECONDS, Overrun, time_box
 from taskmaster.shell.workqueue import Op, WorkQueue
@@ -255,6 +255,22 @@ class Fenced(Exception):
 Clock = Callable[[], datetime]
 
 
+class Api(Protocol):
+    """What the scheduler asks of the API server (`shell/kube.py`'s Kube; fakes in tests)."""
+
+    async def create_job(self, job: Mapping[str, Any]) -> bool: ...
+
+    async def delete_job(self, namespace: str, name: str) -> None: ...
+
+    async def patch_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
+
+    async def post_event(
+        self, task: TaskRef, type_: str, reason: str, message: str, action: str
+    ) -> None: ...
+
+
 def wall_clock() -> datetime:
     return datetime.now(UTC)
 
@@ -262,7 +278,7 @@ def wall_clock() -> datetime:
 class Scheduler:
     def __init__(
         self,
-        kube: Kube,
+        kube: Api,
         metrics: Metrics,
         *,
         worker_image: str | None = None,
