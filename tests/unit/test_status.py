@@ -19,6 +19,7 @@ from taskmaster.core.status import (
     count_failures,
     expired_jobs,
     failure_streak,
+    read_previous,
     reduce_status,
     same_status,
     says_stopped,
@@ -392,3 +393,40 @@ def test_a_failed_token_run_waiting_for_its_retry_keeps_its_job() -> None:
     expired = expired_jobs([waiting, retried, second], spec, [])
 
     assert expired == ["t-b2", "t-b2-2"]
+
+
+def test_the_previous_status_is_read_once_into_what_the_next_decision_needs() -> None:
+    status = {
+        "observedGeneration": 3,
+        "lastScheduleTime": "2026-05-01T12:00:00Z",
+        "runNowToken": "a",
+        "consecutiveFailures": 2,
+        "conditions": [
+            {"type": "Suspended", "status": "True"},
+            {"type": "Ready", "status": "False", "reason": "StoppedAfterFailures"},
+            "not a condition",
+        ],
+        "history": [{"scheduledTime": "2026-05-01T12:00:00Z", "result": "Failed"}],
+    }
+
+    previous = read_previous(status, generation=3, resume_token=None)
+
+    assert previous.last_schedule_time == CREATED
+    assert previous.handled_run_now_token == "a"
+    assert (previous.was_suspended, previous.was_stopped) == (True, True)
+    assert previous.consecutive_failures == 2
+    assert [entry.result for entry in previous.history] == [Result.FAILED]
+    assert previous.backfill is None
+    # A new generation or a new resume token starts the count again.
+    assert read_previous(status, generation=4, resume_token=None).consecutive_failures == 0
+    assert read_previous(status, generation=3, resume_token="r").consecutive_failures == 0
+
+
+def test_a_previous_status_of_the_wrong_shapes_reads_as_empty() -> None:
+    status = {"runNowToken": 7, "conditions": "none", "lastScheduleTime": 5, "history": "x"}
+
+    previous = read_previous(status, generation=1, resume_token=None)
+
+    assert previous.handled_run_now_token is None
+    assert previous.last_schedule_time is None
+    assert (previous.was_suspended, previous.was_stopped, previous.history) == (False, False, [])

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from taskmaster.core.backfill import Backfill
 from taskmaster.core.names import (
     ANNOTATION_BACKFILL,
     ANNOTATION_RUN_NOW,
@@ -319,10 +320,11 @@ class StatusUpdate:
 
 def read_history(status: Mapping[str, Any]) -> list[HistoryEntry]:
     """`status.history` as entries, skipping any that cannot be read."""
+    history = status.get("history")
     return [
         entry
-        for raw in status.get("history") or ()
-        if (entry := HistoryEntry.from_status(raw)) is not None
+        for raw in (history if isinstance(history, list) else ())
+        if isinstance(raw, Mapping) and (entry := HistoryEntry.from_status(raw)) is not None
     ]
 
 
@@ -369,6 +371,40 @@ def says_stopped(status: Mapping[str, Any]) -> bool:
         c.get("type") == "Ready" and c.get("reason") == STOPPED_REASON
         for c in status.get("conditions") or ()
         if isinstance(c, Mapping)
+    )
+
+
+@dataclass(frozen=True)
+class PreviousStatus:
+    """What the next decision reads of the status last decided, read in one place."""
+
+    last_schedule_time: datetime | None
+    handled_run_now_token: str | None
+    history: list[HistoryEntry]
+    was_suspended: bool
+    was_stopped: bool
+    consecutive_failures: int
+    backfill: Backfill | None
+
+
+def read_previous(
+    status: Mapping[str, Any], *, generation: int | None, resume_token: str | None
+) -> PreviousStatus:
+    token = status.get("runNowToken")
+    return PreviousStatus(
+        last_schedule_time=parse_time(status.get("lastScheduleTime")),
+        handled_run_now_token=token if isinstance(token, str) else None,
+        history=read_history(status),
+        was_suspended=any(
+            c.get("type") == "Suspended" and c.get("status") == "True"
+            for c in status.get("conditions") or ()
+            if isinstance(c, Mapping)
+        ),
+        was_stopped=says_stopped(status),
+        consecutive_failures=failure_streak(
+            status, generation=generation, resume_token=resume_token
+        ),
+        backfill=Backfill.from_status(status.get("backfill")),
     )
 
 

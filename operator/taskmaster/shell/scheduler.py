@@ -49,8 +49,7 @@ from taskmaster.core.status import (
     PodOutcome,
     Result,
     expired_jobs,
-    failure_streak,
-    read_history,
+    read_previous,
     reduce_status,
     same_status,
     says_stopped,
@@ -530,10 +529,8 @@ class Scheduler:
             self._decide_status(task, invalid)
             return
         status = task.status
-        cursor = parse_time(status.get("lastScheduleTime"))
-        failures = failure_streak(
-            status, generation=task.generation, resume_token=task.resume_token
-        )
+        previous = read_previous(status, generation=task.generation, resume_token=task.resume_token)
+        cursor, failures = previous.last_schedule_time, previous.consecutive_failures
         try:
             with time_box(TIME_BOX_SECONDS):
                 plan = decide(
@@ -544,18 +541,15 @@ class Scheduler:
                         last_schedule_time=cursor,
                         since=self.since,
                         run_now_token=task.run_now_token,
-                        handled_run_now_token=status.get("runNowToken"),
-                        history=read_history(status),
-                        was_suspended=any(
-                            c.get("type") == "Suspended" and c.get("status") == "True"
-                            for c in status.get("conditions") or ()
-                        ),
+                        handled_run_now_token=previous.handled_run_now_token,
+                        history=previous.history,
+                        was_suspended=previous.was_suspended,
                         spec_changed_at=task.spec_changed_at,
                         consecutive_failures=failures,
-                        was_stopped=says_stopped(status),
+                        was_stopped=previous.was_stopped,
                         recorded_jobs=task.recorded_jobs,
                         backfill_request=task.backfill_request,
-                        backfill=Backfill.from_status(status.get("backfill")),
+                        backfill=previous.backfill,
                     ),
                     now,
                 )
