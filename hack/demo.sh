@@ -15,7 +15,8 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 started_cluster=false
 if ! hack/cluster.sh status >/dev/null 2>&1; then
-  hack/cluster.sh up
+  # The demo's pods are simulated: the real node (and its images) is not needed.
+  TASKMASTER_REAL_NODE=off hack/cluster.sh up
   started_cluster=true
 fi
 
