@@ -21,7 +21,6 @@ class FakeApi:
         self.tasks: dict[str, dict[str, Any]] = {}
         self.status: dict[str, Any] = {}
         self.events: list[tuple[str, str]] = []
-        self.deleted: list[str] = []
         # Runs while a status write is in flight (a Job finishing meanwhile, say).
         self.during_patch: Callable[[], None] = lambda: None
         self.fail_status = False
@@ -37,7 +36,6 @@ class FakeApi:
 
     async def delete_job(self, namespace: str, name: str) -> None:
         self.calls.append(f"delete {name}")
-        self.deleted.append(name)
 
     async def patch_status(
         self, namespace: str, name: str, status: Mapping[str, Any]

@@ -422,11 +422,20 @@ def test_the_previous_status_is_read_once_into_what_the_next_decision_needs() ->
     assert read_previous(status, generation=3, resume_token="r").consecutive_failures == 0
 
 
-def test_a_previous_status_of_the_wrong_shapes_reads_as_empty() -> None:
-    status = {"runNowToken": 7, "conditions": "none", "lastScheduleTime": 5, "history": "x"}
-
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"runNowToken": 7, "conditions": "none", "lastScheduleTime": 5, "history": "x"},
+        {"conditions": 5, "history": [{"scheduledTime": "2026-05-01T12:00:00Z", "attempt": "x"}]},
+        {"conditions": ["x", 3], "history": [7, {"result": "Succeeded"}]},
+    ],
+)
+def test_a_previous_status_of_the_wrong_shapes_reads_as_empty(status: dict[str, Any]) -> None:
     previous = read_previous(status, generation=1, resume_token=None)
 
     assert previous.handled_run_now_token is None
     assert previous.last_schedule_time is None
     assert (previous.was_suspended, previous.was_stopped, previous.history) == (False, False, [])
+    # ... and the next status is decided from it, not an exception.
+    update = reduce_status(status, Observation(spec_of(), [], at(1), 1))
+    assert {c["type"] for c in update.status["conditions"]} >= {"Ready"}

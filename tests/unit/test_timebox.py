@@ -97,7 +97,8 @@ def test_a_decision_past_its_time_box_marks_the_task_degraded_and_backs_off(
     # An event about the task during its back-off does not make it decide again.
     asyncio.run(scheduler.reconcile("ns/t"))
     assert len(decisions) == 1
-    assert scheduler.queue.waking_at("ns/t") is not None
+    # ... but after it, on its own: a wake-up is set.
+    assert scheduler.queue.next_wake() is not None
 
 
 def test_a_parse_past_its_time_box_makes_the_task_invalid(

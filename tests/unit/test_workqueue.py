@@ -68,7 +68,6 @@ def test_a_forgotten_wake_up_wakes_nothing() -> None:
     assert queue.wake("ns/t", None)
     queue.wake_due(20.0)
     assert queue.take() == []
-    assert queue.waking_at("ns/t") is None
 
 
 def test_while_draining_only_records_are_handed_out() -> None:
@@ -89,3 +88,14 @@ def test_clearing_forgets_queued_ops_but_keeps_wake_ups() -> None:
     assert queue.take() == []
     queue.wake_due(5.0)
     assert queue.take() == [("ns/b", False)]
+
+
+def test_a_reconcile_dropped_while_draining_can_be_queued_again() -> None:
+    queue = WorkQueue(concurrency=10)
+    queue.add(("ns/a", False), 1.0)
+    queue.draining = True
+    assert queue.take() == []
+
+    queue.draining = False
+    assert queue.add(("ns/a", False), 2.0)
+    assert queue.take() == [("ns/a", False)]

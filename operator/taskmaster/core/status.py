@@ -212,7 +212,8 @@ class HistoryEntry:
         try:
             result = Result(str(entry.get("result")))
             trigger = Trigger(entry.get("trigger", Trigger.SCHEDULE.value))
-        except ValueError:
+            attempt = int(entry.get("attempt", 1))
+        except (TypeError, ValueError):
             return None
         if scheduled is None:
             return None
@@ -220,7 +221,7 @@ class HistoryEntry:
             scheduled_time=scheduled,
             result=result,
             job_name=entry.get("jobName"),
-            attempt=int(entry.get("attempt", 1)),
+            attempt=attempt,
             trigger=trigger,
             start_time=parse_time(entry.get("startTime")),
             completion_time=parse_time(entry.get("completionTime")),
@@ -254,6 +255,15 @@ class Condition:
     status: bool
     reason: str
     message: str = ""
+
+
+def conditions_of(status: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A task status's conditions, skipping anything that is not one (whoever may write
+    the status subresource may write anything there)."""
+    conditions = status.get("conditions")
+    if not isinstance(conditions, list):
+        return []
+    return [c for c in conditions if isinstance(c, Mapping)]
 
 
 def _conditions(
@@ -369,8 +379,7 @@ def says_stopped(status: Mapping[str, Any]) -> bool:
     condition does (the phase says Running while a manual run is active)."""
     return any(
         c.get("type") == "Ready" and c.get("reason") == STOPPED_REASON
-        for c in status.get("conditions") or ()
-        if isinstance(c, Mapping)
+        for c in conditions_of(status)
     )
 
 
@@ -397,8 +406,7 @@ def read_previous(
         history=read_history(status),
         was_suspended=any(
             c.get("type") == "Suspended" and c.get("status") == "True"
-            for c in status.get("conditions") or ()
-            if isinstance(c, Mapping)
+            for c in conditions_of(status)
         ),
         was_stopped=says_stopped(status),
         consecutive_failures=failure_streak(
@@ -555,7 +563,7 @@ def reduce_status(previous: Mapping[str, Any], observed: Observation) -> StatusU
         "resumeToken": observed.resume_token or previous.get("resumeToken"),
         "backfill": observed.backfill or previous.get("backfill"),
         "conditions": _conditions(
-            previous.get("conditions") or (),
+            conditions_of(previous),
             _wanted_conditions(observed, phase, active, history, failures),
             observed.generation,
             observed.now,

@@ -220,7 +220,7 @@ class Operator:
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     def start_acting(self) -> None:
-        self.scheduler.since = datetime.now(UTC)
+        self.scheduler.since = self.scheduler.clock()
         self.metrics.leader.set(1)
         self.scheduler.acting.set()
         self.scheduler.resume()

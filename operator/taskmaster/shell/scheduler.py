@@ -529,23 +529,26 @@ class Scheduler:
             self._decide_status(task, invalid)
             return
         status = task.status
-        previous = read_previous(status, generation=task.generation, resume_token=task.resume_token)
-        cursor, failures = previous.last_schedule_time, previous.consecutive_failures
+        cursor = parse_time(status.get("lastScheduleTime"))
         try:
             with time_box(TIME_BOX_SECONDS):
+                # Inside the box: reading the history has no bound of its own.
+                previous = read_previous(
+                    status, generation=task.generation, resume_token=task.resume_token
+                )
                 plan = decide(
                     TaskState(
                         task=task.ref,
                         spec=task.spec,
                         jobs=list(jobs.values()),
-                        last_schedule_time=cursor,
+                        last_schedule_time=previous.last_schedule_time,
                         since=self.since,
                         run_now_token=task.run_now_token,
                         handled_run_now_token=previous.handled_run_now_token,
                         history=previous.history,
                         was_suspended=previous.was_suspended,
                         spec_changed_at=task.spec_changed_at,
-                        consecutive_failures=failures,
+                        consecutive_failures=previous.consecutive_failures,
                         was_stopped=previous.was_stopped,
                         recorded_jobs=task.recorded_jobs,
                         backfill_request=task.backfill_request,
@@ -584,7 +587,7 @@ class Scheduler:
                 last_schedule_time=plan.last_schedule_time,
                 next_run_time=plan.next_run_time,
                 run_now_token=plan.run_now_token,
-                consecutive_failures=failures,
+                consecutive_failures=previous.consecutive_failures,
                 resume_token=task.resume_token,
                 backfill=plan.backfill.to_status() if plan.backfill else None,
             ),

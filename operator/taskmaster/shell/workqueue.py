@@ -63,9 +63,6 @@ class WorkQueue:
         heapq.heappush(self._wakes, _Wake(at, next(self._seq), key))
         return True
 
-    def waking_at(self, key: str) -> float | None:
-        return self._wake_at.get(key)
-
     def next_wake(self) -> float | None:
         """When the earliest wake-up falls due (it may be a stale one: harmless)."""
         return self._wakes[0].at if self._wakes else None
@@ -98,6 +95,7 @@ class WorkQueue:
             if self._urgency.get(op) != at:
                 continue  # superseded by a more urgent entry, or done
             if self.draining and not op[1]:
+                del self._urgency[op]
                 continue  # stopping: only what was decided is still written
             if op[0] in self.running:
                 busy.append(entry)  # after the one in flight for that task
