@@ -345,7 +345,7 @@ def cgroup_dirs() -> list[Path]:
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
         top = hierarchy / CGROUP
         if top.is_dir() and not hierarchy.is_symlink():
-            found += [Path(path) for path in (p for p, _, _ in os.walk(top))]
+            found += [Path(path) for path, _, _ in os.walk(top)]
     return sorted(found, key=lambda path: len(path.parts), reverse=True)
 
 
@@ -560,12 +560,12 @@ def _kubelet_config(socket: Path) -> str:
     return json.dumps(config, indent=2)
 
 
-def _kube_proxy_config() -> str:
+def _kube_proxy_config(kubeconfig: Path) -> str:
     config = {
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
         "kind": "KubeProxyConfiguration",
         "mode": "iptables",
-        "clientConnection": {"kubeconfig": str(NODE_DIR / "kube-proxy.kubeconfig")},
+        "clientConnection": {"kubeconfig": str(kubeconfig)},
         "hostnameOverride": NAME,
         "bindAddress": ADDRESS,
         "healthzBindAddress": "127.0.0.1:10256",
@@ -680,7 +680,8 @@ def _up() -> None:
     )
     (NODE_DIR / "cni" / "net.d" / "10-taskmaster.conflist").write_text(_cni_config())
     (NODE_DIR / "kubelet.yaml").write_text(_kubelet_config(socket))
-    (NODE_DIR / "kube-proxy.yaml").write_text(_kube_proxy_config())
+    kubelet_kubeconfig = _kubeconfig("kubelet")
+    (NODE_DIR / "kube-proxy.yaml").write_text(_kube_proxy_config(_kubeconfig("kube-proxy")))
 
     # containerd finds its shim beside itself and Debian's runc (with seccomp) on PATH.
     binaries = Path(os.path.realpath(BIN / "containerd")).parent
@@ -701,7 +702,7 @@ def _up() -> None:
         [
             BIN / "kubelet",
             "--config", NODE_DIR / "kubelet.yaml",
-            "--kubeconfig", _kubeconfig("kubelet"),
+            "--kubeconfig", kubelet_kubeconfig,
             "--root-dir", NODE_DIR / "kubelet",
             "--cert-dir", NODE_DIR / "kubelet" / "pki",
             "--hostname-override", NAME,
@@ -710,7 +711,6 @@ def _up() -> None:
             "--v=1",
         ],
     )  # fmt: skip
-    _kubeconfig("kube-proxy")
     wait_for(f"node {NAME} Ready", node_ready, 120)
 
 

@@ -30,7 +30,7 @@ def test_the_kubelet_and_kube_proxy_listen_on_loopback_or_the_bridge_only(
     node: ModuleType,
 ) -> None:
     kubelet = json.loads(node._kubelet_config(SOCKET))
-    proxy = json.loads(node._kube_proxy_config())
+    proxy = json.loads(node._kube_proxy_config(SOCKET.with_name("kube-proxy.kubeconfig")))
 
     addresses = listening_addresses(kubelet, ("address", "healthzBindAddress"))
     addresses += listening_addresses(
@@ -56,7 +56,7 @@ def test_pods_route_to_the_bridge_and_services_only_and_are_never_masqueraded(
 
 
 def test_kube_proxy_changes_no_global_kernel_setting(node: ModuleType) -> None:
-    proxy = json.loads(node._kube_proxy_config())
+    proxy = json.loads(node._kube_proxy_config(SOCKET.with_name("kube-proxy.kubeconfig")))
 
     # localhost NodePorts would turn on route_localnet for every interface.
     assert proxy["iptables"]["localhostNodePorts"] is False
