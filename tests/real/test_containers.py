@@ -9,7 +9,15 @@ from typing import Any
 from kubernetes import client
 
 from tests.support.plugin import User
-from tests.support.real import NAME, HostView, create_once, pod_of_job, run_once
+from tests.support.real import (
+    NAME,
+    HostView,
+    container_running,
+    create_once,
+    pod_of_job,
+    pod_until,
+    run_once,
+)
 from tests.support.tasks import Tasks, finished, history
 from tests.support.wait import until
 
@@ -24,17 +32,10 @@ def test_exit_0_succeeds_in_a_container_that_runc_ran(
     # Long enough to be seen running from the host, then exits 0.
     name = create_once(real_tasks, container(worker_image, "sleep 20"))
     job = until(lambda: real_tasks.jobs(name), timeout=60, message="the run's Job")[0]
-    pod = until(
-        lambda: next(
-            (
-                p
-                for p in [pod_of_job(core_v1, real_tasks.namespace, job.metadata.name)]
-                if p.status.container_statuses and p.status.container_statuses[0].state.running
-            ),
-            None,
-        ),
-        timeout=60,
-        message="the run's container running",
+    pod = pod_until(
+        lambda: pod_of_job(core_v1, real_tasks.namespace, job.metadata.name),
+        container_running,
+        "the run's container running",
     )
     # A process of this machine, in the cgroup of the container the kubelet reports.
     host = HostView.of(pod)

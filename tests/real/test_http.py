@@ -14,9 +14,8 @@ import pytest
 from kubernetes import client
 
 from tests.support import helm
-from tests.support.real import pod_of_job, run_once
+from tests.support.real import pod_of_job, pod_until, ready, run_once
 from tests.support.tasks import Tasks, history
-from tests.support.wait import until
 
 # Answers by path: /ok 200, /missing 404, /flaky/<key> 503 the first time per key
 # then 200; /seen lists the headers of every request so far.
@@ -97,19 +96,10 @@ def server(core_v1: client.CoreV1Api, release: helm.Release, worker_image: str) 
             ),
         ),
     )
-    ready = until(
-        lambda: next(
-            (
-                p
-                for p in [core_v1.read_namespaced_pod(name, namespace)]
-                if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-            ),
-            None,
-        ),
-        timeout=60,
-        message="the HTTP server pod Ready",
+    running = pod_until(
+        lambda: core_v1.read_namespaced_pod(name, namespace), ready, "the HTTP server pod Ready"
     )
-    yield Server(f"http://{service.spec.cluster_ip}", f"http://{ready.status.pod_ip}:8080")
+    yield Server(f"http://{service.spec.cluster_ip}", f"http://{running.status.pod_ip}:8080")
     core_v1.delete_namespaced_service(name, namespace)
     core_v1.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
     core_v1.delete_namespaced_config_map(name, namespace)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -101,6 +102,28 @@ class HostView:
                 options: list[str] = fields[3].split(",")
                 return options
         return []
+
+
+def pod_until(
+    read: Callable[[], client.V1Pod], condition: Callable[[client.V1Pod], bool], message: str
+) -> client.V1Pod:
+    """The pod `read` returns, once `condition` holds for it."""
+
+    def probe() -> client.V1Pod | None:
+        pod = read()
+        return pod if condition(pod) else None
+
+    found: client.V1Pod = until(probe, timeout=60, message=message)
+    return found
+
+
+def container_running(pod: client.V1Pod) -> bool:
+    statuses = pod.status.container_statuses or []
+    return bool(statuses and statuses[0].state.running)
+
+
+def ready(pod: client.V1Pod) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
 def pod_of_job(core_v1: client.CoreV1Api, namespace: str, job: str) -> client.V1Pod:
