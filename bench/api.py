@@ -248,3 +248,56 @@ class JobWatch:
                     self._version = json.loads(line)["object"]["metadata"]["resourceVersion"]
                 elif b'"type":"ERROR"' in line[:40]:
                     raise ApiError("WATCH", self.path, 410, line)
+
+
+class JobEnds:
+    """Tells when Jobs of a namespace (by label selector) finish: Complete or Failed.
+
+    Only events whose bytes mention a condition type are decoded.
+    """
+
+    def __init__(self, api: Api, namespace: str, selector: str) -> None:
+        self.api = api
+        self.path = JOBS.format(ns=namespace)
+        self.selector = selector
+        self._ends: dict[str, asyncio.Future[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def end_of(self, name: str) -> asyncio.Future[None]:
+        """A future set when the Job `name` has finished (ask before creating it)."""
+        return self._ends.setdefault(name, asyncio.get_running_loop().create_future())
+
+    async def start(self) -> None:
+        page = await self.api.request("GET", self.path, params={"limit": "1"})
+        self._task = asyncio.create_task(self._run(page["metadata"]["resourceVersion"]))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self, version: str) -> None:
+        params = {
+            "watch": "1",
+            "labelSelector": self.selector,
+            "allowWatchBookmarks": "true",
+            "resourceVersion": version,
+            "timeoutSeconds": "3600",
+        }
+        async with self.api.session.get(
+            self.api.server + self.path, params=params, timeout=aiohttp.ClientTimeout(total=None)
+        ) as response:
+            if response.status != 200:
+                raise ApiError("WATCH", self.path, response.status, await response.read())
+            async for line in response.content:
+                if b'"Complete"' not in line and b'"Failed"' not in line:
+                    continue
+                job = json.loads(line)["object"]
+                conditions = (job.get("status") or {}).get("conditions") or ()
+                if any(
+                    c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                    for c in conditions
+                ):
+                    end = self._ends.get(job["metadata"]["name"])
+                    if end is not None and not end.done():
+                        end.set_result(None)

@@ -1,4 +1,4 @@
-"""The four workloads: ceiling, minute burst, steady load (with its ramp), cold start.
+"""The workloads: ceilings, minute burst, steady load (with its ramp), cold start, overload.
 
 Each one acts on the cluster, waits on the clock or the watch, and returns
 what it measured; the arithmetic is in `bench.stats`.
@@ -7,6 +7,7 @@ what it measured; the arithmetic is in `bench.stats`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import time
@@ -16,7 +17,7 @@ from typing import Any
 
 from tests.support.operator import OperatorProcess
 
-from bench.api import CRONJOBS, EVENTS, JOBS, PODS, TASKS, Api, JobWatch, each
+from bench.api import CRONJOBS, EVENTS, JOBS, PODS, TASKS, Api, JobEnds, JobWatch, each
 from bench.cluster import Cluster, process_cpu_seconds, process_peak_rss_mb
 from bench.stats import (
     Lags,
@@ -155,6 +156,66 @@ async def ceiling(bench: Bench, jobs: int, concurrency: int = 64) -> dict[str, A
     await bench.clean()
     logger.info("ceiling: %d Jobs in %.1fs", jobs, elapsed)
     return {"creates_per_s": round(jobs / elapsed, 1), "jobs": jobs, "concurrency": concurrency}
+
+
+LIFECYCLE_LABEL = "bench.taskmaster.dev/lifecycle"
+
+
+async def lifecycle_ceiling(
+    bench: Bench, seconds: float, concurrencies: Sequence[int] = (16, 64, 256)
+) -> dict[str, Any]:
+    """Whole runs per second for a client that does nothing else: create a Job (its pod
+    runs 100 ms), wait until it finishes, delete it; so many at a time, each level
+    for `seconds`. The best level is the ceiling: the physical limit, on this cluster,
+    for runs that start, run and go."""
+    await bench.clean()
+    ends = JobEnds(bench.api, NAMESPACE, LIFECYCLE_LABEL)
+    await ends.start()
+    levels = []
+    try:
+        for concurrency in concurrencies:
+            rate = await _lifecycles(bench, ends, concurrency, seconds)
+            levels.append({"concurrency": concurrency, "runs_per_s": round(rate, 1)})
+            logger.info("lifecycle ceiling: %d at a time: %.1f runs/s", concurrency, rate)
+            await bench.clean()
+    finally:
+        await ends.stop()
+    best = max(levels, key=lambda level: level["runs_per_s"])
+    return {"runs_per_s": best["runs_per_s"], "concurrency": best["concurrency"], "levels": levels}
+
+
+async def _lifecycles(bench: Bench, ends: JobEnds, concurrency: int, seconds: float) -> float:
+    """Runs per second, `concurrency` at a time, for `seconds`."""
+    template = job_template(suspend=False)
+    stop_at = time.monotonic() + seconds
+    serial = itertools.count()
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
+        while time.monotonic() < stop_at:
+            name = f"life-{concurrency}-{next(serial):07}"
+            end = ends.end_of(name)
+            body = {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {
+                    "name": name,
+                    "namespace": NAMESPACE,
+                    "labels": {LIFECYCLE_LABEL: "true"},
+                },
+                "spec": template["spec"],
+            }
+            await bench.api.request("POST", _ns(JOBS), body)
+            await end
+            await bench.api.request(
+                "DELETE", f"{_ns(JOBS)}/{name}", params={"propagationPolicy": "Background"}
+            )
+            done += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.monotonic() - started)
 
 
 # -- 1. minute burst ----------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The API server as the scheduler sees it (`shell/scheduler.py`'s `Api`), faked for unit
+"""The API server as the scheduler sees it (`shell/api.py`'s `Api`), faked for unit
 tests and checked against that Protocol by strict mypy."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from taskmaster.core.names import TaskRef
+from taskmaster.shell.api import Api
 from taskmaster.shell.kube import ApiError
-from taskmaster.shell.scheduler import Api, Scheduler
+from taskmaster.shell.scheduler import Scheduler
 
 
 class FakeApi:
@@ -27,7 +28,7 @@ class FakeApi:
 
     def add(self, scheduler: Scheduler, task: dict[str, Any]) -> None:
         self.tasks[task["metadata"]["name"]] = task
-        scheduler.task_event("ADDED", task)
+        scheduler.cache.task_event("ADDED", task)
 
     async def create_job(self, job: Mapping[str, Any]) -> bool:
         await asyncio.sleep(0)  # a request: other reconciles go on meanwhile

@@ -17,6 +17,8 @@ Invariants:
   (a first-attempt Job), skipped, missed, or replaced before it started; times
   passed while suspended are accounted for not at all, and never twice;
 - under Forbid a scheduled run starts only while no other is active;
+- with a cap on runs in flight (the operator's --max-active-runs), no decision
+  starts runs that take the active runs of all tasks past it;
 - the counters of the written status equal the history entries recorded;
 - no decision takes more than a bounded time.
 """
@@ -82,6 +84,8 @@ class SimTask:
     created: set[str] = field(default_factory=set)
     was_ever_suspended: bool = False
     next_reconcile: datetime | None = None
+    # The oldest run held for want of a slot (the shell's memory of Plan.waiting).
+    waiting_from: datetime | None = None
     # What happened to the task, for the report of a violation.
     log: list[str] = field(default_factory=list)
 
@@ -109,6 +113,9 @@ class Tally:
     suspends: int = 0
     edits: int = 0
     run_nows: int = 0
+    # Decisions that held runs for want of a slot; times Missed for having waited.
+    waits: int = 0
+    missed_waiting: int = 0
     slowest_decision_s: float = 0.0
 
 
@@ -149,8 +156,16 @@ def _spec(draw: random.Random) -> dict[str, Any]:
 
 
 class Simulation:
-    def __init__(self, seed: int, tasks: int, days: float, faults: Faults | None = None) -> None:
+    def __init__(
+        self,
+        seed: int,
+        tasks: int,
+        days: float,
+        faults: Faults | None = None,
+        max_active_runs: int | None = None,
+    ) -> None:
         self.seed = seed
+        self.max_active_runs = max_active_runs
         self.draw = random.Random(seed)  # noqa: S311 - reproducible, not a secret
         self.faults = faults or Faults()
         self.now = START
@@ -201,6 +216,7 @@ class Simulation:
             self.since = self.now
             for each in self.tasks.values():
                 each.decided, each.pending = dict(each.written), []
+                each.waiting_from = None
                 for name in each.replaced:  # still running: active again
                     if name in each.jobs:
                         view = each.jobs[name].view
@@ -238,6 +254,14 @@ class Simulation:
         task.log.append(f"{self.now:%d %H:%M:%S} {job_key} {result.value}")
         job.view = JobView(job.view.name, job.view.run, job.view.start_time, job.ends_at, result)
         self._wake(task, self.now + timedelta(seconds=self.draw.uniform(0, 1)))
+        # A slot freed: the task waiting longest for one decides again.
+        waiting = [t for t in self.tasks.values() if t.waiting_from is not None]
+        if waiting:
+            oldest = min(waiting, key=lambda t: t.waiting_from or self.now)
+            self._wake(oldest, self.now + timedelta(seconds=self.draw.uniform(0, 1)))
+
+    def _active_runs(self) -> int:
+        return sum(job.view.active for task in self.tasks.values() for job in task.jobs.values())
 
     def _wake(self, task: SimTask, when: datetime) -> None:
         if task.next_reconcile is None or when < task.next_reconcile or when > self.now:
@@ -263,6 +287,10 @@ class Simulation:
                 c.get("type") == "Suspended" and c.get("status") == "True" for c in conditions
             ),
             spec_changed_at=task.spec_changed_at,
+            slots=None
+            if self.max_active_runs is None
+            else max(0, self.max_active_runs - self._active_runs()),
+            waiting_from=task.waiting_from,
         )
         # Without the collector: a full collection of the suite's garbage (Hypothesis'
         # from other tests in the same process) can take a second, and is not decide's.
@@ -286,6 +314,15 @@ class Simulation:
         active_before = self._active(task)
         for run in plan.create:
             self._create(task, run)
+        task.waiting_from = plan.waiting
+        self.tally.waits += plan.waiting is not None
+        self.tally.missed_waiting += sum(
+            r.runs for r in plan.records if r.reason == "MaxActiveRuns"
+        )
+        # (Replaced Jobs count again after a restart: only a decision's starts are judged.)
+        over = self.max_active_runs is not None and self._active_runs() > self.max_active_runs
+        if over and plan.create:
+            self._violation(task, f"started runs to {self._active_runs()} in flight, over the cap")
         for view in plan.delete:
             if view.name in task.jobs:
                 job = task.jobs[view.name]

@@ -18,6 +18,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from taskmaster.shell.metrics import Metrics
+from taskmaster.shell.slots import RunSlots
 from tests.support.hack import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,6 +98,7 @@ def exported() -> dict[str, tuple[str, set[str]]]:
     """Every metric the operator registers: exposed name -> (type, label names)."""
     metrics = Metrics()
     metrics.count_phases(lambda: {"Scheduled": 1})
+    metrics.count_slots(RunSlots(1, lambda: 0))  # with a cap: its gauge too
     # Per-task series exist once a task has them: one with every kind.
     task = metrics.tasks.of("ns", "t")
     task.started["schedule"] += 1

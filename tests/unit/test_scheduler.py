@@ -14,8 +14,9 @@ from taskmaster.core.names import Run, TaskRef
 from taskmaster.core.render import render_job
 from taskmaster.core.spec import parse_task
 from taskmaster.core.times import rfc3339
+from taskmaster.shell.cache import Task
 from taskmaster.shell.metrics import Metrics
-from taskmaster.shell.scheduler import Scheduler, Task
+from taskmaster.shell.scheduler import Scheduler
 from tests.support.api import FakeApi, NoApi
 from tests.support.tasks import task_object
 
@@ -46,11 +47,11 @@ def test_a_task_without_a_next_run_has_no_next_schedule_series() -> None:
     task = Task(TaskRef("ns", "t", "uid"))
     due = datetime(2026, 5, 1, tzinfo=UTC)
 
-    scheduler._observe(task, Plan(due, None, next_run_time=due), [])
+    scheduler.reconciler.observe(task, Plan(due, None, next_run_time=due), [])
     assert _series(metrics, "taskmaster_next_schedule_time_seconds") == [
         {"namespace": "ns", "task": "t"}
     ]
-    scheduler._observe(task, Plan(due, None), [])  # completed, suspended, ...
+    scheduler.reconciler.observe(task, Plan(due, None), [])  # completed, suspended, ...
     assert _series(metrics, "taskmaster_next_schedule_time_seconds") == []
 
 
@@ -73,13 +74,13 @@ def test_a_replica_that_stops_scheduling_drops_every_task_series() -> None:
 def test_a_deleted_task_leaves_no_series_behind() -> None:
     scheduler = Scheduler(NoApi(), Metrics())
     body = {"metadata": {"namespace": "ns", "name": "t", "uid": "uid"}, "spec": {}}
-    scheduler.task_event("ADDED", body)
+    scheduler.cache.task_event("ADDED", body)
     series = scheduler.metrics.tasks.of("ns", "t")
     series.started["schedule"] += 1
     series.finished["Succeeded"] += 1
     series.active = 0
 
-    scheduler.task_event("DELETED", body)
+    scheduler.cache.task_event("DELETED", body)
 
     assert [
         sample
@@ -97,23 +98,23 @@ def test_a_job_that_finishes_while_the_status_is_written_is_recorded_not_deleted
     task = task_object(
         {"every": "1h", "jobTemplate": {"spec": {"template": {"spec": {}}}}}, created
     )
-    scheduler.task_event("ADDED", task)
-    scheduler.tasks["ns/t"].parse(scheduler.clock())
-    spec = scheduler.tasks["ns/t"].spec
+    scheduler.cache.task_event("ADDED", task)
+    scheduler.cache.tasks["ns/t"].parse(scheduler.clock())
+    spec = scheduler.cache.tasks["ns/t"].spec
     assert spec is not None
     job = render_job(ref, spec, Run(created + timedelta(seconds=10)))
     job["metadata"]["resourceVersion"] = "2"
-    scheduler.job_event("ADDED", job)
+    scheduler.cache.job_event("ADDED", job)
     finished = {
         **job,
         "metadata": {**job["metadata"], "resourceVersion": "3"},
         "status": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1},
     }
-    kube.during_patch = lambda: scheduler.job_event("MODIFIED", finished)
+    kube.during_patch = lambda: scheduler.cache.job_event("MODIFIED", finished)
 
     for _ in range(2):
-        asyncio.run(scheduler.reconcile("ns/t"))
-        asyncio.run(scheduler.record("ns/t"))
+        asyncio.run(scheduler.reconciler.reconcile("ns/t"))
+        asyncio.run(scheduler.recorder.record("ns/t"))
 
     assert not [call for call in kube.calls if call.startswith(("create ", "delete "))]
     assert [entry["jobName"] for entry in kube.status["history"]] == [job["metadata"]["name"]]
@@ -132,9 +133,9 @@ def test_a_task_is_kept_without_its_managed_fields() -> None:
     }
     body = {"metadata": metadata, "spec": {"every": "1h"}, "status": {"phase": "Scheduled"}}
 
-    scheduler.task_event("ADDED", body)
+    scheduler.cache.task_event("ADDED", body)
 
-    kept = scheduler.tasks["ns/t"].body
+    kept = scheduler.cache.tasks["ns/t"].body
     assert "managedFields" not in kept["metadata"]
     assert kept["metadata"] == {k: v for k, v in metadata.items() if k != "managedFields"}
     assert (kept["spec"], kept["status"]) == (body["spec"], body["status"])
@@ -161,7 +162,7 @@ def test_only_job_updates_that_change_its_view_wake_the_task() -> None:
 
     def update(version: int, status: dict[str, Any]) -> None:
         metadata = {**job["metadata"], "resourceVersion": str(version)}
-        scheduler.job_event("MODIFIED", {**job, "metadata": metadata, "status": status})
+        scheduler.cache.job_event("MODIFIED", {**job, "metadata": metadata, "status": status})
 
     update(1, {"active": 1})
     assert reconciles(scheduler) == ["ns/t"]
@@ -174,16 +175,16 @@ def test_only_job_updates_that_change_its_view_wake_the_task() -> None:
 def test_the_echo_of_a_held_task_version_wakes_no_reconcile() -> None:
     scheduler = Scheduler(NoApi(), Metrics())
     metadata = {"namespace": "ns", "name": "t", "uid": "uid", "resourceVersion": "5"}
-    scheduler.task_event("ADDED", {"metadata": metadata, "spec": {}})
+    scheduler.cache.task_event("ADDED", {"metadata": metadata, "spec": {}})
     reconciles(scheduler)
 
     # The status write's own event: the version the operator already holds.
-    scheduler.task_event("MODIFIED", {"metadata": metadata, "spec": {}})
+    scheduler.cache.task_event("MODIFIED", {"metadata": metadata, "spec": {}})
     assert reconciles(scheduler) == []
     newer = {**metadata, "resourceVersion": "6", "annotations": {"taskmaster.dev/run-now": "a"}}
-    scheduler.task_event("MODIFIED", {"metadata": newer, "spec": {}})
+    scheduler.cache.task_event("MODIFIED", {"metadata": newer, "spec": {}})
     assert reconciles(scheduler) == ["ns/t"]
-    assert scheduler.tasks["ns/t"].body["metadata"]["resourceVersion"] == "6"
+    assert scheduler.cache.tasks["ns/t"].body["metadata"]["resourceVersion"] == "6"
 
 
 def _task(
@@ -225,13 +226,13 @@ def test_runs_falling_due_together_start_before_any_status_is_written() -> None:
     # still half a second after it, while this replica has been acting all along.
     now = datetime(2026, 5, 1, tzinfo=UTC)
     scheduler = Scheduler(kube, Metrics(), clock=lambda: now + timedelta(seconds=0.5))
-    scheduler.since = now - timedelta(minutes=1)
+    scheduler.reconciler.since = now - timedelta(minutes=1)
     tasks = 300  # several times the reconciles in flight at once
     for i in range(tasks):
         kube.add(scheduler, _task(f"t{i}", "* * * * * *", created=now - timedelta(seconds=1)))
 
     def written() -> bool:
-        held = scheduler.tasks.values()
+        held = scheduler.cache.tasks.values()
         return not scheduler.queue.running and all(task.body.get("status") for task in held)
 
     asyncio.run(_run_until(scheduler, written))
@@ -243,7 +244,7 @@ def test_runs_falling_due_together_start_before_any_status_is_written() -> None:
         f"status t{i}" for i in range(tasks)
     )
     assert (Counter(verbs)["create"], Counter(verbs)["status"]) == (tasks, tasks)
-    assert all(task.unwritten is None for task in scheduler.tasks.values())
+    assert all(task.unwritten is None for task in scheduler.cache.tasks.values())
 
 
 def test_after_a_start_the_tasks_next_due_are_reconciled_first() -> None:
@@ -252,16 +253,18 @@ def test_after_a_start_the_tasks_next_due_are_reconciled_first() -> None:
     due = {f"t{i}": now + timedelta(minutes=1 + (37 * i) % 100) for i in range(100)}
     for name, at in due.items():
         status = {"observedGeneration": 1, "nextRunTime": rfc3339(at)}
-        scheduler.task_event("ADDED", _task(name, "0 * * * *", status))
-    scheduler.task_event("ADDED", _task("new", "0 * * * *"))  # no status: first of all
+        scheduler.cache.task_event("ADDED", _task(name, "0 * * * *", status))
+    scheduler.cache.task_event("ADDED", _task("new", "0 * * * *"))  # no status: first of all
     # The start-up listing of Jobs queues their tasks too, as urgent as "now".
     for name in due:
-        spec = scheduler.tasks[f"ns/{name}"]
+        spec = scheduler.cache.tasks[f"ns/{name}"]
         spec.parse(now)
         assert spec.spec is not None
         job = render_job(spec.ref, spec.spec, Run(now - timedelta(hours=1)))
-        scheduler.job_event(None, {**job, "metadata": {**job["metadata"], "resourceVersion": "2"}})
-    scheduler.resume()
+        scheduler.cache.job_event(
+            None, {**job, "metadata": {**job["metadata"], "resourceVersion": "2"}}
+        )
+    scheduler.start_acting()
 
     first = [key for key, _ in scheduler.queue.take()]
     assert first[0] == "ns/new"
@@ -279,8 +282,8 @@ def test_a_stopping_leader_writes_what_it_decided_and_starts_nothing_new() -> No
     kube = FakeApi()
     scheduler = Scheduler(kube, Metrics())
     kube.add(scheduler, _task("t", "0 0 1 1 *"))
-    asyncio.run(scheduler.reconcile("ns/t"))
-    assert scheduler.tasks["ns/t"].unwritten is not None
+    asyncio.run(scheduler.reconciler.reconcile("ns/t"))
+    assert scheduler.cache.tasks["ns/t"].unwritten is not None
     kube.add(scheduler, _task("other", "0 0 1 1 *"))
 
     async def stop() -> None:
@@ -291,7 +294,7 @@ def test_a_stopping_leader_writes_what_it_decided_and_starts_nothing_new() -> No
 
     asyncio.run(stop())
     assert kube.calls == ["status t"]
-    assert scheduler.tasks["ns/t"].unwritten is None
+    assert scheduler.cache.tasks["ns/t"].unwritten is None
 
 
 def test_a_task_keeps_when_its_spec_last_changed_from_its_managed_fields() -> None:
@@ -313,6 +316,46 @@ def test_a_task_keeps_when_its_spec_last_changed_from_its_managed_fields() -> No
         ],
     }
 
-    scheduler.task_event("ADDED", {"metadata": metadata, "spec": {}})
+    scheduler.cache.task_event("ADDED", {"metadata": metadata, "spec": {}})
 
-    assert scheduler.tasks["ns/t"].spec_changed_at == datetime(2026, 5, 1, 12, 20, tzinfo=UTC)
+    assert scheduler.cache.tasks["ns/t"].spec_changed_at == datetime(2026, 5, 1, 12, 20, tzinfo=UTC)
+
+
+def test_runs_over_the_cap_wait_and_a_freed_slot_starts_the_oldest() -> None:
+    kube = FakeApi()
+    now = datetime(2026, 5, 1, 0, 1, 5, tzinfo=UTC)
+    scheduler = Scheduler(kube, Metrics(), max_active_runs=1, clock=lambda: now)
+    scheduler.reconciler.since = now - timedelta(hours=1)
+    # Three tasks, each first due at 00:01:00.
+    for i, name in enumerate(("a", "b", "c")):
+        created = datetime(2026, 5, 1, tzinfo=UTC) - timedelta(seconds=50 - i)
+        kube.add(scheduler, _task(name, "* * * * *", created=created))
+    for name in ("a", "b", "c"):
+        asyncio.run(scheduler.reconciler.reconcile(f"ns/{name}"))
+        asyncio.run(scheduler.recorder.record(f"ns/{name}"))
+
+    assert [call for call in kube.calls if call.startswith("create ")] == ["create a-1777593660"]
+    assert (scheduler.slots.in_flight, scheduler.slots.waiting) == (1, 2)
+    assert kube.events.count(("Warning", "WaitingForSlot")) == 2
+    assert scheduler.slots.wake() == []  # no slot free
+
+    # The run ends: its slot goes to a task that waited, one at a time.
+    [job] = scheduler.cache.jobs["ns/a"].values()
+    body = render_job(scheduler.cache.tasks["ns/a"].ref, _spec(scheduler, "a"), job.run)
+    body["metadata"]["resourceVersion"] = "9"
+    body["status"] = {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}
+    scheduler.cache.job_event("MODIFIED", body)
+    [(woken, _)] = scheduler.slots.wake()
+    asyncio.run(scheduler.reconciler.reconcile(woken))
+
+    assert [call for call in kube.calls if call.startswith("create ")][1:] == [
+        f"create {woken.removeprefix('ns/')}-1777593660"
+    ]
+    assert scheduler.slots.waiting == 1
+    assert kube.events.count(("Warning", "WaitingForSlot")) == 2  # once per wait
+
+
+def _spec(scheduler: Scheduler, name: str) -> Any:
+    spec = scheduler.cache.tasks[f"ns/{name}"].spec
+    assert spec is not None
+    return spec

@@ -26,3 +26,15 @@ def test_every_invariant_holds_through_simulated_days(seed: int) -> None:
     assert min(tally.late, tally.lost_writes, tally.restarts, tally.suspends) > 0
     assert min(tally.edits, tally.run_nows) > 0
     print(f"seed {seed}: {tally}")
+
+
+@pytest.mark.parametrize("seed", [5])
+def test_every_invariant_holds_with_a_cap_on_runs_in_flight(seed: int) -> None:
+    # 250 tasks, most with runs of minutes to half an hour, under a cap of 15: it binds
+    # most of the time, runs wait, and some wait past their starting deadline.
+    tally = Simulation(seed, tasks=TASKS, days=0.5, max_active_runs=15).run()
+
+    assert tally.jobs > 0
+    assert tally.waits > 0
+    assert tally.missed_waiting > 0
+    print(f"seed {seed}: {tally}")

@@ -18,7 +18,8 @@ from taskmaster.core import schedule
 from taskmaster.core.names import Run
 from taskmaster.core.render import render_job
 from taskmaster.core.times import parse_time
-from taskmaster.shell import scheduler as scheduler_module
+from taskmaster.shell import cache as cache_module
+from taskmaster.shell import reconcile as reconcile_module
 from taskmaster.shell.health import Health
 from taskmaster.shell.kube import ApiError
 from taskmaster.shell.metrics import Metrics
@@ -76,18 +77,18 @@ def test_a_decision_past_its_time_box_marks_the_task_degraded_and_backs_off(
 ) -> None:
     kube = FakeApi()
     scheduler = Scheduler(kube, Metrics())
-    monkeypatch.setattr(scheduler_module, "TIME_BOX_SECONDS", 0.2)
+    monkeypatch.setattr(reconcile_module, "TIME_BOX_SECONDS", 0.2)
     decisions = []
 
     def endless(*_: Any) -> Any:
         decisions.append(1)
         _spin()
 
-    monkeypatch.setattr(scheduler_module, "decide", endless)
-    scheduler.task_event("ADDED", _task({"every": "10s"}))
+    monkeypatch.setattr(reconcile_module, "decide", endless)
+    scheduler.cache.task_event("ADDED", _task({"every": "10s"}))
 
-    asyncio.run(scheduler.reconcile("ns/t"))
-    asyncio.run(scheduler.record("ns/t"))
+    asyncio.run(scheduler.reconciler.reconcile("ns/t"))
+    asyncio.run(scheduler.recorder.record("ns/t"))
 
     degraded = next(c for c in kube.status["conditions"] if c["type"] == "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "DecisionOverrun")
@@ -95,7 +96,7 @@ def test_a_decision_past_its_time_box_marks_the_task_degraded_and_backs_off(
     assert ("Warning", "DecisionOverrun") in kube.events
     assert _overruns(scheduler.metrics, "decide") == 1
     # An event about the task during its back-off does not make it decide again.
-    asyncio.run(scheduler.reconcile("ns/t"))
+    asyncio.run(scheduler.reconciler.reconcile("ns/t"))
     assert len(decisions) == 1
     # ... but after it, on its own: a wake-up is set.
     assert scheduler.queue.next_wake() is not None
@@ -106,12 +107,12 @@ def test_a_parse_past_its_time_box_makes_the_task_invalid(
 ) -> None:
     kube = FakeApi()
     scheduler = Scheduler(kube, Metrics())
-    monkeypatch.setattr(scheduler_module, "TIME_BOX_SECONDS", 0.2)
-    monkeypatch.setattr(scheduler_module, "parse_task", lambda *_, **__: _spin())
-    scheduler.task_event("ADDED", _task({"every": "10s"}))
+    monkeypatch.setattr(cache_module, "TIME_BOX_SECONDS", 0.2)
+    monkeypatch.setattr(cache_module, "parse_task", lambda *_, **__: _spin())
+    scheduler.cache.task_event("ADDED", _task({"every": "10s"}))
 
-    asyncio.run(scheduler.reconcile("ns/t"))
-    asyncio.run(scheduler.record("ns/t"))
+    asyncio.run(scheduler.reconciler.reconcile("ns/t"))
+    asyncio.run(scheduler.recorder.record("ns/t"))
 
     assert kube.status["phase"] == "Invalid"
     ready = next(c for c in kube.status["conditions"] if c["type"] == "Ready")
@@ -166,33 +167,35 @@ def test_a_replaced_job_is_deleted_only_once_its_replacement_is_written() -> Non
     kube = FakeApi()
     scheduler = Scheduler(kube, Metrics())
     body = _task({"every": "10s", "concurrencyPolicy": "Replace"})
-    scheduler.task_event("ADDED", body)
-    task = scheduler.tasks["ns/t"]
+    scheduler.cache.task_event("ADDED", body)
+    task = scheduler.cache.tasks["ns/t"]
     task.parse(scheduler.clock())
     assert task.spec is not None
     created = parse_time(body["metadata"]["creationTimestamp"])
     assert created is not None
     older = render_job(task.ref, task.spec, Run(created + timedelta(seconds=10)))
     older["metadata"]["resourceVersion"] = "2"
-    scheduler.job_event("ADDED", older)
+    scheduler.cache.job_event("ADDED", older)
     older_name = older["metadata"]["name"]
 
-    asyncio.run(scheduler.reconcile("ns/t"))  # a newer time is due: it replaces the older run
+    asyncio.run(
+        scheduler.reconciler.reconcile("ns/t")
+    )  # a newer time is due: it replaces the older run
 
     assert kube.calls[0].startswith("create ")
     assert f"delete {older_name}" not in kube.calls
-    assert not scheduler.jobs["ns/t"][older_name].active  # being replaced
+    assert not scheduler.cache.jobs["ns/t"][older_name].active  # being replaced
     kube.fail_status = True
     with pytest.raises(ApiError):
-        asyncio.run(scheduler.record("ns/t"))
+        asyncio.run(scheduler.recorder.record("ns/t"))
     assert f"delete {older_name}" not in kube.calls
     # The replica stops acting before the status is written: the Job is active again.
-    scheduler.forget_unwritten()
-    assert scheduler.jobs["ns/t"][older_name].active
+    scheduler.recorder.forget()
+    assert scheduler.cache.jobs["ns/t"][older_name].active
 
-    asyncio.run(scheduler.reconcile("ns/t"))  # decided afresh: the older run is replaced
+    asyncio.run(scheduler.reconciler.reconcile("ns/t"))  # decided afresh: the older run is replaced
     kube.fail_status = False
-    asyncio.run(scheduler.record("ns/t"))
+    asyncio.run(scheduler.recorder.record("ns/t"))
     writes = [call for call in kube.calls if not call.startswith("event ")]
     assert writes[-2:] == ["status t", f"delete {older_name}"]
-    assert older_name not in scheduler.jobs["ns/t"]
+    assert older_name not in scheduler.cache.jobs["ns/t"]

@@ -12,7 +12,10 @@ after it and due by now are this decision's business:
   `startingDeadlineSeconds` ago is Missed;
 - a time that fell due while this operator was not scheduling (before `since`:
   downtime or failover) follows `missedRunPolicy`;
-- any other time runs, subject to `concurrencyPolicy`.
+- any other time runs, subject to `concurrencyPolicy`;
+- with the operator's cap on runs in flight (`--max-active-runs`), runs beyond
+  the slots free wait, oldest first: the cursor stays before them, and one
+  that waits past its starting deadline is Missed, saying so.
 
 Job names are deterministic, so a run whose Job already exists is never
 created again, whatever the cursor says.
@@ -59,6 +62,10 @@ _INSTANT = timedelta(microseconds=1)
 # that fell due while no operator acted: missedRunPolicy decides. Less late
 # than this, it is simply a late run.
 CATCH_UP_AFTER = timedelta(seconds=10)
+# A task with runs waiting for a slot (TaskState.slots) is woken by a slot freed;
+# failing that, it decides again this often at most (and by its oldest held run's
+# deadline at least).
+WAITING_RECHECK = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,13 @@ class TaskState:
     # The taskmaster.dev/backfill annotation as written, and status.backfill.
     backfill_request: str | None = None
     backfill: Backfill | None = None
+    # Runs this decision may start under the operator's cap on runs in flight
+    # (--max-active-runs); None: no cap.
+    slots: int | None = None
+    # The oldest run an earlier decision held for want of a slot: times from it on
+    # waited (they are not missed by the operator's absence, and one past its
+    # deadline is Missed for the cap).
+    waiting_from: datetime | None = None
 
 
 @dataclass
@@ -100,6 +114,8 @@ class Plan:
     wake_at: datetime | None = None
     # status.backfill to write; None: as it is.
     backfill: Backfill | None = None
+    # The oldest run held for want of a slot (TaskState.slots); None: none held.
+    waiting: datetime | None = None
 
 
 def due_at(key: str, spec: TaskSpec, scheduled: datetime) -> datetime:
@@ -151,8 +167,9 @@ class _Missed:
 class _Due:
     """The scheduled times from the cursor up to now, sorted out by one bounded walk."""
 
-    # More than startingDeadlineSeconds late.
+    # More than startingDeadlineSeconds late; of those, the ones that waited for a slot.
     late: _Missed | None = None
+    waited: _Missed | None = None
     # Startable, but older than the newest MAX_RUNS_PER_DECISION.
     crowded: _Missed | None = None
     # Startable: the newest, oldest first.
@@ -210,7 +227,7 @@ def _due_times(state: TaskState, now: datetime, dealt_with: set[datetime]) -> _D
         due.position = scheduled
         if scheduled in dealt_with:
             continue
-        _sort_out(due, scheduled, now - fell_due > deadline)
+        _sort_out(due, scheduled, now - fell_due > deadline, _waited(state, scheduled))
         stretch = stretch or scheduled
         walked += 1
         if walked % WALK_STEPS:
@@ -233,8 +250,15 @@ def _due_times(state: TaskState, now: datetime, dealt_with: set[datetime]) -> _D
     return due
 
 
-def _sort_out(due: _Due, scheduled: datetime, late: bool) -> None:
-    if late:
+def _waited(state: TaskState, scheduled: datetime) -> bool:
+    """Whether an earlier decision held this time for want of a slot."""
+    return state.waiting_from is not None and scheduled >= state.waiting_from
+
+
+def _sort_out(due: _Due, scheduled: datetime, late: bool, waited: bool) -> None:
+    if late and waited:
+        due.waited = _counted(due.waited, scheduled, scheduled)
+    elif late:
         due.late = _counted(due.late, scheduled, scheduled)
     else:
         due.start(scheduled)
@@ -267,7 +291,15 @@ def _jump(
     due.position = newest
     if late:
         if passed != 0:
-            due.late = _counted(due.late, first, newest, passed or 1, passed is not None)
+            # Counted as one stretch: as waited if it begins where the waiting did.
+            waited = _waited(state, first)
+            missed = _counted(
+                due.waited if waited else due.late, first, newest, passed or 1, passed is not None
+            )
+            if waited:
+                due.waited = missed
+            else:
+                due.late = missed
         return
     # What was kept so far is older than what follows the jump.
     for kept in due.startable:
@@ -279,7 +311,8 @@ def _jump(
         due.crowded = _counted(due.crowded, first, before_newest, older or 1, older is not None)
     if newest not in dealt_with:
         fell_due = due_at(state.task.key, state.spec, newest)
-        _sort_out(due, newest, now - fell_due > state.spec.starting_deadline)
+        late = now - fell_due > state.spec.starting_deadline
+        _sort_out(due, newest, late, _waited(state, newest))
 
 
 def _dealt_with(state: TaskState) -> set[datetime]:
@@ -334,34 +367,39 @@ def decide(state: TaskState, now: datetime) -> Plan:
 
     _run_now(plan, state, now)
     if _held(plan, state, now):
+        _cap(plan, state, [])  # a manual run waits for a slot too
+        if plan.waiting is not None:
+            plan.wake_at = now + WAITING_RECHECK
         return plan
 
     retries, retry_at = _retries(state, now)
     plan.create += retries
 
     dealt_with = _dealt_with(state)
-    due = _due_times(replace(state, last_schedule_time=plan.last_schedule_time), now, dealt_with)
-    if due.late is not None:
-        why = f"more than startingDeadlineSeconds ({spec.starting_deadline_seconds}s) late"
-        plan.records.append(due.late.entry(why, "MissedStartingDeadline"))
-    if due.crowded is not None:
-        why = f"more than {MAX_RUNS_PER_DECISION} runs were due at once; the newest started"
-        plan.records.append(due.crowded.entry(why, "TooManyRunsDue"))
+    walked_from = plan.last_schedule_time
+    due = _due_times(replace(state, last_schedule_time=walked_from), now, dealt_with)
+    _record_not_started(plan, spec, due)
     # Times that fell due while no decision was taken for them (the operator down
-    # or failing over, the task's reconcile late) follow missedRunPolicy.
+    # or failing over, the task's reconcile late) follow missedRunPolicy; those
+    # held for a slot were decided on, and only the operator's absence misses them.
     caught_up_before = max(state.since, now - CATCH_UP_AFTER)
     downtime: list[datetime] = []
     regular: list[datetime] = []
     for scheduled in due.startable:
         fell_due = due_at(state.task.key, state.spec, scheduled)
-        (downtime if fell_due < caught_up_before else regular).append(scheduled)
+        before = state.since if _waited(state, scheduled) else caught_up_before
+        (downtime if fell_due < before else regular).append(scheduled)
     newer_dealt_with = bool(downtime) and any(
         t > downtime[-1] and due_at(state.task.key, spec, t) < caught_up_before for t in dealt_with
     )
     to_run = _catch_up(plan, spec, downtime, newer_dealt_with=newer_dealt_with)
     to_run += [(t, Trigger.SCHEDULE) for t in regular]
+    # Under Forbid with a run active these are skipped, not started: no slot needed.
+    forbidden = spec.concurrency_policy is ConcurrencyPolicy.FORBID and bool(active)
+    held = _cap(plan, state, [] if forbidden else to_run)
     for scheduled, trigger in to_run:
-        _start(plan, spec, active, Run(scheduled, trigger=trigger))
+        if scheduled not in held:
+            _start(plan, spec, active, Run(scheduled, trigger=trigger))
     if spec.concurrency_policy is ConcurrencyPolicy.REPLACE:
         # A run older than the newest still active (a replacement whose record was
         # lost with a stopped operator) is replaced now.
@@ -374,16 +412,88 @@ def decide(state: TaskState, now: datetime) -> Plan:
             _replace(plan, active, newest, older_only=True)
     if due.position is not None:
         plan.last_schedule_time = max(plan.last_schedule_time or due.position, due.position)
+    if held:
+        # Not dealt with: the cursor stays before the oldest held time, and the
+        # times after it are this task's business again in the next decision.
+        preceding = spec.timeline.last_until(min(held) - _INSTANT)
+        cursors = [t for t in (walked_from, preceding) if t is not None]
+        plan.last_schedule_time = max(cursors, default=None)
     more_backfill = _backfill(plan, state, now, active)
 
+    _wake(plan, state, now, retry_at, held, now_again=due.unfinished or more_backfill)
+    return plan
+
+
+def _record_not_started(plan: Plan, spec: TaskSpec, due: _Due) -> None:
+    """Missed entries for the due times that will not start."""
+    if due.late is not None:
+        why = f"more than startingDeadlineSeconds ({spec.starting_deadline_seconds}s) late"
+        plan.records.append(due.late.entry(why, "MissedStartingDeadline"))
+    if due.waited is not None:
+        why = (
+            f"waited more than startingDeadlineSeconds ({spec.starting_deadline_seconds}s) "
+            "for a slot: the operator's --max-active-runs runs were in flight"
+        )
+        plan.records.append(due.waited.entry(why, "MaxActiveRuns"))
+    if due.crowded is not None:
+        why = f"more than {MAX_RUNS_PER_DECISION} runs were due at once; the newest started"
+        plan.records.append(due.crowded.entry(why, "TooManyRunsDue"))
+
+
+def _wake(
+    plan: Plan,
+    state: TaskState,
+    now: datetime,
+    retry_at: datetime | None,
+    held: set[datetime],
+    *,
+    now_again: bool,
+) -> None:
+    """The next run time to announce and when to decide again."""
+    spec = state.spec
     plan.next_run_time = spec.timeline.next(plan.last_schedule_time)
     if plan.next_run_time is not None:
         plan.wake_at = due_at(state.task.key, state.spec, plan.next_run_time)
-    if due.unfinished or more_backfill:
+    if now_again:
         plan.wake_at = now  # the rest of what is due, in the next decision
     if retry_at is not None and (plan.wake_at is None or retry_at < plan.wake_at):
         plan.next_run_time = plan.wake_at = retry_at
-    return plan
+    if plan.waiting is not None:
+        # A freed slot wakes the task (the shell's part). Failing that, the oldest
+        # held time's deadline does, to record it Missed; no sooner than a recheck,
+        # so that a task of frequent runs records the times that waited too long
+        # a batch at a time, not one write per time.
+        recheck = now + WAITING_RECHECK
+        oldest = min(held, default=None)
+        fallback = recheck
+        if oldest is not None:
+            missed_at = due_at(state.task.key, spec, oldest) + spec.starting_deadline + _INSTANT
+            fallback = max(missed_at, recheck)
+        if plan.wake_at is None or plan.wake_at <= now or plan.wake_at > fallback:
+            plan.wake_at = fallback
+
+
+def _cap(plan: Plan, state: TaskState, to_run: list[tuple[datetime, Trigger]]) -> set[datetime]:
+    """Hold the runs beyond the decision's slots (TaskState.slots), newest first: the
+    scheduled times held (to stay due), with retries and a manual run dropped from
+    `plan.create` (due again in the next decision). Sets `plan.waiting`."""
+    if state.slots is None:
+        return set()
+    wanted: list[tuple[datetime, Run | None]] = [(run.scheduled, run) for run in plan.create]
+    wanted += [(scheduled, None) for scheduled, _ in to_run]
+    if len(wanted) <= state.slots:
+        return set()
+    wanted.sort(key=lambda item: item[0])
+    held: set[datetime] = set()
+    for scheduled, run in wanted[state.slots :]:
+        if run is None:
+            held.add(scheduled)
+        else:
+            plan.create.remove(run)
+            if run.trigger is Trigger.MANUAL:
+                plan.run_now_token = state.handled_run_now_token  # not handled yet
+        plan.waiting = min(plan.waiting or scheduled, scheduled)
+    return held
 
 
 def _backfill(plan: Plan, state: TaskState, now: datetime, active: list[JobView]) -> bool:
@@ -415,6 +525,9 @@ def _backfill(plan: Plan, state: TaskState, now: datetime, active: list[JobView]
         limit = max(0, MAX_RUNS_PER_DECISION - len(plan.create))
     else:
         limit = 0 if active or plan.create else 1  # one at a time, when none is active
+    capped = state.slots is not None and state.slots - len(plan.create) < limit
+    if capped:
+        limit = max(0, (state.slots or 0) - len(plan.create))
     known = {job.name for job in state.jobs} | {e.job_name for e in state.history if e.job_name}
     started, advanced = next_runs(
         state.spec.schedule, progress, lambda run: job_name(state.task.name, run) in known, limit
@@ -422,7 +535,11 @@ def _backfill(plan: Plan, state: TaskState, now: datetime, active: list[JobView]
     plan.create += started
     if advanced != progress:
         plan.backfill = advanced
-    return allow and advanced.state is BackfillState.RUNNING
+    more = advanced.state is BackfillState.RUNNING
+    if capped and more:
+        plan.waiting = min(plan.waiting or now, now)
+        return False  # a freed slot wakes it
+    return allow and more
 
 
 def _run_now(plan: Plan, state: TaskState, now: datetime) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,3 +26,11 @@ def parse_time(value: Any) -> datetime | None:
         return datetime.fromisoformat(value).astimezone(UTC)
     except ValueError:
         return None
+
+
+# Where the shell reads the time: the wall clock, or a test's fixed instants.
+Clock = Callable[[], datetime]
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)

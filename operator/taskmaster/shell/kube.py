@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -26,6 +26,7 @@ from kubernetes.aio import client, config
 
 from taskmaster.core.names import API_VERSION, GROUP, KIND, PLURAL, VERSION, TaskRef
 from taskmaster.core.times import micro_time
+from taskmaster.shell.ratelimit import TokenBucket
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,28 @@ async def load_configuration(kubeconfig: str | None) -> client.Configuration:
         config_file=kubeconfig, client_configuration=configuration
     )
     return configuration
+
+
+class LimitedApiClient(client.ApiClient):
+    """An API client whose every request first waits for the rate limiter (client-go's
+    `rest.Config.RateLimiter`): generated methods and `Kube._send` alike.
+
+    `waited` is told how long each request waited (0 when it did not).
+    """
+
+    def __init__(
+        self,
+        configuration: client.Configuration,
+        limiter: TokenBucket,
+        waited: Callable[[float], None],
+    ) -> None:
+        super().__init__(configuration)
+        self.limiter = limiter
+        self.waited = waited
+
+    async def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        self.waited(await self.limiter.wait())
+        return await super().call_api(*args, **kwargs)
 
 
 async def _json(response: Any, expected: tuple[int, ...] = (200, 201, 202)) -> Any:

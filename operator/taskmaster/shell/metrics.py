@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from taskmaster.shell.slots import RunSlots
+
 
 class _Phases(Collector):
     """`taskmaster_tasks{phase}`, counted from memory at scrape time."""
@@ -121,6 +123,15 @@ class Metrics:
             ["verdict"],
             registry=self.registry,
         )
+        self.kube_api_wait = Histogram(
+            "taskmaster_kube_api_wait_seconds",
+            "Time each request to the API server waited for the client's rate limit "
+            "(--kube-api-qps, --kube-api-burst), by client: the operator's work, or the "
+            "leader election's own.",
+            ["client"],
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+            registry=self.registry,
+        )
         self.leader = Gauge(
             "taskmaster_leader",
             "1 while this replica schedules (holds the Lease, or runs without election).",
@@ -129,6 +140,28 @@ class Metrics:
 
     def count_phases(self, count: Callable[[], Mapping[str, int]]) -> None:
         self.registry.register(_Phases(count))
+
+    def count_slots(self, slots: RunSlots) -> None:
+        in_flight = Gauge(
+            "taskmaster_runs_in_flight",
+            "Runs whose Job is active or being created, across all tasks: what "
+            "--max-active-runs caps.",
+            registry=self.registry,
+        )
+        in_flight.set_function(lambda: slots.in_flight)
+        waiting = Gauge(
+            "taskmaster_tasks_waiting_for_slot",
+            "Tasks with runs waiting for a slot under --max-active-runs: above 0, the cap binds.",
+            registry=self.registry,
+        )
+        waiting.set_function(lambda: slots.waiting)
+        if slots.cap is not None:
+            cap = Gauge(
+                "taskmaster_max_active_runs",
+                "The cap on runs in flight (--max-active-runs); absent without one.",
+                registry=self.registry,
+            )
+            cap.set(slots.cap)
 
     def forget(self, namespace: str, task: str) -> None:
         """Drop the series of a deleted task, its counters included: with tasks

@@ -24,9 +24,10 @@ from prometheus_client import exposition
 
 from taskmaster.core.names import GROUP, LABEL_TASK, PLURAL, VERSION
 from taskmaster.shell.health import Health
-from taskmaster.shell.kube import Kube, collection_paths, load_configuration
+from taskmaster.shell.kube import Kube, LimitedApiClient, collection_paths, load_configuration
 from taskmaster.shell.leader import LeaderElector, LeaseConfig
 from taskmaster.shell.metrics import Metrics
+from taskmaster.shell.ratelimit import TokenBucket
 from taskmaster.shell.scheduler import Scheduler
 from taskmaster.shell.watch import Watch
 from taskmaster.shell.webhook import Webhook
@@ -41,6 +42,14 @@ _LOOP_STALL_SECONDS = 10.0
 # On a graceful stop, how long the leader may go on writing the statuses it
 # decided before it hands over (the pod's grace period is 30 s).
 _FLUSH_SECONDS = 5.0
+# The client's rate limit (docs/operations.md says how these were measured).
+DEFAULT_KUBE_API_QPS = 500.0
+DEFAULT_KUBE_API_BURST = 2500
+DEFAULT_MAX_ACTIVE_RUNS = 1000
+# Bounds a flag cannot pass: far beyond what one API server takes.
+_MAX_KUBE_API_QPS = 100_000
+_MAX_KUBE_API_BURST = 100_000
+_MAX_MAX_ACTIVE_RUNS = 1_000_000
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -70,6 +79,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bind-address", default="0.0.0.0", help="address the ports listen on")  # noqa: S104
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument("--worker-image", help="image that runs task.http")
+    limits = parser.add_argument_group("client limits")
+    limits.add_argument(
+        "--kube-api-qps",
+        type=float,
+        default=DEFAULT_KUBE_API_QPS,
+        metavar="QPS",
+        help="requests per second to the API server, sustained (0: no limit; default "
+        f"{DEFAULT_KUBE_API_QPS:g})",
+    )
+    limits.add_argument(
+        "--kube-api-burst",
+        type=int,
+        default=DEFAULT_KUBE_API_BURST,
+        metavar="N",
+        help=f"requests to the API server at once, above --kube-api-qps (default "
+        f"{DEFAULT_KUBE_API_BURST})",
+    )
+    limits.add_argument(
+        "--max-active-runs",
+        type=int,
+        default=DEFAULT_MAX_ACTIVE_RUNS,
+        metavar="N",
+        help="runs in flight (active Jobs) across all tasks; more wait, oldest first, and "
+        "are recorded Missed past their startingDeadlineSeconds (0: no cap; default "
+        f"{DEFAULT_MAX_ACTIVE_RUNS})",
+    )
     webhook = parser.add_argument_group("validating admission webhook")
     webhook.add_argument(
         "--webhook-port",
@@ -104,6 +139,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     options = parser.parse_args(argv)
     if not 0 < options.retry_period < options.renew_deadline < options.lease_duration:
         parser.error("need 0 < --retry-period < --renew-deadline < --lease-duration")
+    if not 0 <= options.kube_api_qps <= _MAX_KUBE_API_QPS:
+        parser.error(f"--kube-api-qps must be from 0 (no limit) to {_MAX_KUBE_API_QPS}")
+    if not 1 <= options.kube_api_burst <= _MAX_KUBE_API_BURST:
+        parser.error(f"--kube-api-burst must be from 1 to {_MAX_KUBE_API_BURST}")
+    if not 0 <= options.max_active_runs <= _MAX_MAX_ACTIVE_RUNS:
+        parser.error(f"--max-active-runs must be from 0 (no cap) to {_MAX_MAX_ACTIVE_RUNS}")
     if not 0 <= options.webhook_port <= 65535:
         parser.error("--webhook-port must be 0 (off) or a TCP port")
     if options.webhook_port and not (options.webhook_cert_dir or options.webhook_dns_name):
@@ -173,22 +214,36 @@ async def serve_http(host: str, port: int, routes: dict[str, Any]) -> web.AppRun
 class Operator:
     """One operator process: watches, scheduler, election, HTTP endpoints."""
 
-    def __init__(
-        self, options: argparse.Namespace, api: client.ApiClient, watching: client.ApiClient
-    ) -> None:
-        """`watching` holds the long-lived watch connections, apart from `api`'s pool:
-        with many namespaces they would leave no connection for the Lease's renewal."""
+    def __init__(self, options: argparse.Namespace, configuration: client.Configuration) -> None:
+        """Three clients: the watches hold long-lived connections apart from the pool of
+        every other request, and the Lease's renewals have a pool and a rate limit of
+        their own, so that neither watches nor a burst of runs can hold them up (as
+        kube-controller-manager's leader election has a client of its own)."""
         self.options = options
         self.identity = identity()
         self.namespaces: list[str] = options.namespace
-        self.kube = Kube(api, self.identity)
         self.metrics = Metrics()
-        self.scheduler = Scheduler(self.kube, self.metrics, worker_image=options.worker_image)
+
+        def limited(name: str) -> LimitedApiClient:
+            waits = self.metrics.kube_api_wait.labels(name)
+            bucket = TokenBucket(options.kube_api_qps, options.kube_api_burst)
+            return LimitedApiClient(configuration, bucket, waits.observe)
+
+        # The watches' requests (lists, and each watch's start) share the operator's bucket.
+        api = limited("operator")
+        watching = LimitedApiClient(configuration, api.limiter, api.waited)
+        self.kube = Kube(api, self.identity)
+        self.scheduler = Scheduler(
+            self.kube,
+            self.metrics,
+            worker_image=options.worker_image,
+            max_active_runs=options.max_active_runs or None,
+        )
         self.watching = Kube(watching, self.identity)
         kinds = (
-            (f"{GROUP}/{VERSION}", PLURAL, "", self.scheduler.task_event),
-            ("batch/v1", "jobs", LABEL_TASK, self.scheduler.job_event),
-            ("v1", "pods", LABEL_TASK, self.scheduler.pod_event),
+            (f"{GROUP}/{VERSION}", PLURAL, "", self.scheduler.cache.task_event),
+            ("batch/v1", "jobs", LABEL_TASK, self.scheduler.cache.job_event),
+            ("v1", "pods", LABEL_TASK, self.scheduler.cache.pod_event),
         )
         self.watches = [
             Watch(self.watching, path, selector, handle)
@@ -200,8 +255,9 @@ class Operator:
         self.webhook = Webhook(options, self.kube) if options.webhook_port else None
         self.elector: LeaderElector | None = None
         if options.leader_elect:
+            self.election_api = limited("leader-election")
             self.elector = LeaderElector(
-                api,
+                self.election_api,
                 LeaseConfig(
                     name=options.lease_name,
                     namespace=options.lease_namespace,
@@ -212,7 +268,7 @@ class Operator:
                 ),
             )
             elector = self.elector
-            self.scheduler.may_act = lambda: elector.leading
+            self.scheduler.fence.may_act = lambda: elector.leading
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         encoder, content_type = exposition.choose_encoder(request.headers.get("Accept", ""))
@@ -220,14 +276,11 @@ class Operator:
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     def start_acting(self) -> None:
-        self.scheduler.since = self.scheduler.clock()
         self.metrics.leader.set(1)
-        self.scheduler.acting.set()
-        self.scheduler.resume()
+        self.scheduler.start_acting()
 
     def stop_acting(self) -> None:
-        self.scheduler.acting.clear()
-        self.scheduler.forget_unwritten()
+        self.scheduler.stop_acting()
         self.metrics.leader.set(0)
         self.metrics.forget_tasks()
 
@@ -241,7 +294,7 @@ class Operator:
         for watch in self.watches:
             await watch.listed.wait()
         self.ready.set()
-        logger.info("caches warm: %d tasks", len(self.scheduler.tasks))
+        logger.info("caches warm: %d tasks", len(self.scheduler.cache.tasks))
         if self.elector is None:
             self.start_acting()
             await self.stop.wait()
@@ -337,6 +390,8 @@ class Operator:
             self.webhook.close()
         await self.kube.close()
         await self.watching.close()
+        if self.elector is not None:
+            await self.election_api.close()  # type: ignore[no-untyped-call]
         logger.info("taskmaster-operator %s stopped", self.identity)
 
 
@@ -345,7 +400,7 @@ async def run(options: argparse.Namespace) -> None:
         # kopf logs in through $KUBECONFIG.
         os.environ["KUBECONFIG"] = options.kubeconfig
     configuration = await load_configuration(options.kubeconfig)
-    await Operator(options, client.ApiClient(configuration), client.ApiClient(configuration)).run()
+    await Operator(options, configuration).run()
 
 
 # The caches hold every task, Job and pod: a full collection walks them all,

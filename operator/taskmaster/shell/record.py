@@ -1,0 +1,165 @@
+"""The record step: a status decided in memory, written later with its Events.
+
+A reconcile creates and deletes Jobs itself, but leaves the status it decided
+(and the Events reporting it) to this step, queued after the runs that are
+due: when thousands of runs fall due in the same second, their Jobs are
+created first and the bookkeeping follows, instead of every Job waiting on the
+writes of those before it. Jobs are deleted as expired only once the history
+that replaces them is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from taskmaster.core.backfill import Backfill, backfill_events
+from taskmaster.core.status import (
+    JobView,
+    Observation,
+    Result,
+    expired_jobs,
+    reduce_status,
+    same_status,
+    says_stopped,
+)
+from taskmaster.core.times import rfc3339
+from taskmaster.shell.api import Api, Fence
+from taskmaster.shell.cache import Cache, Task, Unwritten, version_of
+from taskmaster.shell.kube import ApiError
+from taskmaster.shell.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+_EVENT_OF_RESULT = {
+    Result.SUCCEEDED: ("Normal", "RunSucceeded"),
+    Result.FAILED: ("Warning", "RunFailed"),
+    Result.TIMED_OUT: ("Warning", "RunTimedOut"),
+    Result.MISSED: ("Warning", "RunMissed"),
+    Result.SKIPPED: ("Normal", "RunSkipped"),
+    Result.REPLACED: ("Normal", "RunReplaced"),
+}
+
+
+class Recorder:
+    """Keeps what each task's reconcile decided (`Task.unwritten`) until `record`
+    writes it; `queue(key)` asks for that record step."""
+
+    def __init__(
+        self, kube: Api, metrics: Metrics, cache: Cache, fence: Fence, queue: Callable[[str], None]
+    ) -> None:
+        self.kube = kube
+        self.metrics = metrics
+        self.cache = cache
+        self.fence = fence
+        self.queue = queue
+
+    def decide_status(self, task: Task, observed: Observation) -> None:
+        """The next status, kept as unwritten (with its Events) until `record` writes it."""
+        decided = task.status  # decoded once: the held status is JSON
+        update = reduce_status(decided, replace(observed, recorded_jobs=task.recorded_jobs))
+        if same_status(decided, update.status):
+            return
+        unwritten = self.unwritten(task)
+        unwritten.status.update(update.status)
+        unwritten.jobs = list(observed.jobs)
+        unwritten.recorded |= {entry.job_name for entry in update.recorded if entry.job_name}
+        if observed.invalid is not None:
+            # Once per new message: the status does not change otherwise.
+            self.report(task, "Warning", "InvalidSpec", str(observed.invalid), "Validate")
+        for entry in update.recorded:
+            # One Missed entry can stand for many scheduled times; count the times.
+            series = self.metrics.tasks.of(task.ref.namespace, task.ref.name)
+            series.finished[entry.result.value] += entry.runs
+            type_, reason = _EVENT_OF_RESULT[entry.result]
+            what = f"Job {entry.job_name}" if entry.job_name else "run"
+            message = f"{what} ({rfc3339(entry.scheduled_time)}): {entry.result.value}"
+            if entry.message or entry.reason:
+                message += f": {entry.message or entry.reason}"
+            self.report(task, type_, reason, message, "RecordRun")
+        if says_stopped(update.status) and not says_stopped(decided):
+            ready = next(c for c in update.status["conditions"] if c["type"] == "Ready")
+            self.report(task, "Warning", "Stopped", ready["message"], "Stop")
+        for event in backfill_events(
+            Backfill.from_status(decided.get("backfill")),
+            Backfill.from_status(update.status.get("backfill")),
+        ):
+            self.report(task, *event, "Backfill")
+
+    def report(self, task: Task, type_: str, reason: str, message: str, action: str) -> None:
+        """An Event, posted once the status it goes with is written."""
+        self.unwritten(task).events.append((type_, reason, message, action))
+
+    def unwritten(self, task: Task) -> Unwritten:
+        if task.unwritten is None:
+            task.unwritten = Unwritten()
+            self.queue(task.ref.key)
+        return task.unwritten
+
+    async def record(self, key: str) -> None:
+        """Write the status decided for the task, post its Events, delete expired Jobs."""
+        task = self.cache.tasks.get(key)
+        if task is None or task.unwritten is None:
+            return
+        unwritten = task.unwritten
+        if unwritten.status:
+            self.fence.check("writing the status")
+            try:
+                body = await self.kube.patch_status(
+                    task.ref.namespace, task.ref.name, unwritten.status
+                )
+            except ApiError as error:
+                if error.status == 404:
+                    self.cache.task_event("DELETED", task.body)
+                    return
+                raise
+            if version_of(body) >= task.version:
+                task.keep(body)
+        # Replaced Jobs go now that their replacement is written; one that cannot be
+        # deleted yet stays listed (and the status with it), for the next attempt.
+        while unwritten.replaced:
+            name = unwritten.replaced[0]
+            self.fence.check(f"deleting Job {name}")
+            await self.kube.delete_job(task.ref.namespace, name)
+            self.cache.drop_job(key, name)
+            unwritten.replaced.pop(0)
+        task.unwritten = None
+        for event in unwritten.events:
+            await self._event(task, *event)
+        # Job events kept arriving while the status was decided and written: what
+        # expires is judged on the Jobs the written history came from, or a Job
+        # that finished meanwhile would be deleted before its run is recorded.
+        await self.expire(task, unwritten.jobs, unwritten.status)
+
+    async def expire(self, task: Task, jobs: list[JobView], written: Mapping[str, Any]) -> None:
+        """Delete the finished Jobs that the written history no longer needs."""
+        if task.spec is None or "history" not in written:
+            return
+        for name in expired_jobs(jobs, task.spec, written["history"]):
+            self.fence.check(f"deleting Job {name}")
+            await self.kube.delete_job(task.ref.namespace, name)
+            self.cache.drop_job(task.ref.key, name)
+
+    async def _event(self, task: Task, type_: str, reason: str, message: str, action: str) -> None:
+        if not self.fence.may_act():
+            return  # only a certain leader writes, Events included
+        try:
+            await self.kube.post_event(task.ref, type_, reason, message, action)
+        except ApiError as error:
+            # Events are best effort: never a reason to redo the work they report.
+            self.metrics.reconcile_errors.labels("event").inc()
+            logger.warning("posting event %s for %s failed: %s", reason, task.ref.key, error)
+
+    def forget(self) -> None:
+        """Drop what was decided and not written: this replica no longer acts, and the
+        next leader decides afresh from the objects (what it reported included)."""
+        for key, task in self.cache.tasks.items():
+            if task.unwritten is not None:
+                # Replaced Jobs not deleted yet are still running: active again.
+                held = self.cache.jobs.get(key, {})
+                for name in task.unwritten.replaced:
+                    if name in held:
+                        self.cache.put_job(key, name, replace(held[name], deleting=False))
+            task.unwritten = None
