@@ -1,9 +1,13 @@
-"""`python -m bench [--quick]`: every workload on a fresh local cluster, then the report.
+"""`python -m bench [--quick] [--only PART]`: every workload on a fresh local cluster,
+then the report.
 
 Order: ceiling; minute bursts (TaskMaster and the CronJob controller in
 alternate minutes, kube-controller-manager at its defaults); the same bursts
 for the CronJob controller with its rate limit raised; steady load; cold
-start; the ramp. The cluster is the benchmark's own and is stopped at the end.
+start; the ramp (the part `classic`). Then, at the raised rate limit (the part
+`scale`): the lifecycle ceiling; steady load and a cold start at 100,000
+tasks; the overload, TaskMaster then the CronJob controller. The cluster is
+the benchmark's own and is stopped at the end.
 """
 
 from __future__ import annotations
@@ -22,23 +26,35 @@ from tests.support.operator import OperatorProcess
 
 from bench import report
 from bench.api import Api, JobWatch
-from bench.cluster import CRONJOB_WORKERS, DEFAULT_QPS, ROOT, STATE, Cluster, machine
+from bench.cluster import (
+    CRONJOB_WORKERS,
+    DEFAULT_QPS,
+    ROOT,
+    STATE,
+    Cluster,
+    machine,
+    process_peak_rss_mb,
+)
 from bench.hostile import slowest_reconcile
+from bench.scale import overload, steady_sizes
 from bench.workloads import (
     NAMESPACE,
     Bench,
     burst,
     ceiling,
     cold_start,
+    lifecycle_ceiling,
     on_time,
     ramp,
     steady,
 )
+from taskmaster.shell.operator import DEFAULT_MAX_ACTIVE_RUNS
 
 logger = logging.getLogger("bench")
 RESULTS = ROOT / "bench" / "results"
-# kube-controller-manager's rate limit for `cronjob-equal-qps`: TaskMaster's
-# client has none, and this one is far above what either scheduler reaches.
+# kube-controller-manager's rate limit for `cronjob-equal-qps`: far above what
+# either scheduler reaches (TaskMaster's own default, 500 QPS with a burst of
+# 2,500, does not bind in these bursts either).
 EQUAL_QPS = {"kube_api_qps": 2000, "kube_api_burst": 4000}
 
 
@@ -56,6 +72,15 @@ class Profile:
     ramp_seconds: float
     # Generated hostile specs timed through the pure pipeline.
     hostile_specs: int = 20_000
+    # The scale part: seconds per concurrency level of the lifecycle ceiling;
+    # steady load at this many tasks (hourly, at a hashed minute and second);
+    # the overload's seconds, and the seconds measured after it.
+    lifecycle_seconds: float = 20
+    scale_tasks: tuple[int, ...] = (10_000, 100_000)
+    scale_schedule: str = "H H * * * *"
+    scale_seconds: tuple[float, ...] = (120, 300)
+    overload_seconds: float = 120
+    overload_after: float = 120
 
 
 FULL = Profile(
@@ -89,7 +114,14 @@ QUICK = Profile(
     ramp_schedules=("H/10 * * * * *",),
     ramp_seconds=10,
     hostile_specs=2_000,
+    lifecycle_seconds=5,
+    scale_tasks=(1_000, 2_000),
+    scale_schedule="H H/5 * * * *",
+    scale_seconds=(10, 20),
+    overload_seconds=30,
+    overload_after=30,
 )
+PARTS = ("classic", "scale")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -99,10 +131,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-readme", action="store_true", help="do not update README's table (full runs)"
     )
+    parser.add_argument(
+        "--only",
+        choices=PARTS,
+        action="append",
+        help="run only this part (repeatable; default: all); results in <date>-<part>.*",
+    )
     return parser.parse_args(argv)
 
 
-async def run(profile: Profile, cluster: Cluster) -> tuple[dict[str, Any], dict[Any, Any]]:
+async def run(
+    profile: Profile, cluster: Cluster, parts: Sequence[str] = PARTS
+) -> tuple[dict[str, Any], dict[Any, Any]]:
     api = Api(cluster.kubeconfig)
     try:
         cluster.kubectl("apply", "-f", ROOT / "crds")
@@ -117,35 +157,14 @@ async def run(profile: Profile, cluster: Cluster) -> tuple[dict[str, Any], dict[
         watch = JobWatch(api, NAMESPACE)
         await watch.start()
         bench = Bench(api, cluster, watch, operator)
-        result: dict[str, Any] = {"ceiling": await ceiling(bench, profile.ceiling_jobs)}
-        result["hostile"] = await asyncio.to_thread(slowest_reconcile, profile.hostile_specs)
-
-        bursts, lags = [], {}
-        for n in profile.burst_sizes:
-            for scheduler in ("taskmaster", "cronjob"):
-                done = await burst(bench, scheduler, n)
-                bursts.append(done.summary)
-                lags[scheduler, n] = done.lags
-        await bench.clean()
-        await asyncio.to_thread(cluster.restart_controller_manager, EQUAL_QPS)
-        for n in profile.burst_sizes:
-            done = await burst(bench, "cronjob-equal-qps", n)
-            bursts.append(done.summary)
-            lags["cronjob-equal-qps", n] = done.lags
-        result["minute_burst"] = bursts
-
-        # The Job controller keeps up with thousands of pods only at the raised rate limit.
-        result["steady"] = await steady(
-            bench, profile.steady_tasks, profile.steady_schedule, profile.steady_seconds
-        )
-        result["cold_start"] = await cold_start(bench, profile.cold_seconds)
-        result["ramp"] = await ramp(bench, profile.ramp_schedules, profile.ramp_seconds)
-        result["steady"]["max_fires_per_s_on_time"] = max(
-            [
-                result["steady"]["fires_per_s"],
-                *(s["fires_per_s"] for s in result["ramp"] if on_time(s)),
-            ]
-        )
+        result: dict[str, Any] = {}
+        lags: dict[Any, Any] = {}
+        if "classic" in parts:
+            lags = await _classic(bench, profile, result)
+        else:
+            await asyncio.to_thread(cluster.restart_controller_manager, EQUAL_QPS)
+        if "scale" in parts:
+            result["scale"] = await _scale(bench, profile)
         await asyncio.to_thread(bench.operator.stop)
         await watch.stop()
         result["kubernetes_version"] = version.get("gitVersion")
@@ -162,6 +181,69 @@ async def run(profile: Profile, cluster: Cluster) -> tuple[dict[str, Any], dict[
         await api.close()
 
 
+async def _classic(bench: Bench, profile: Profile, result: dict[str, Any]) -> dict[Any, Any]:
+    """Ceiling, bursts, steady load, cold start, ramp; leaves kube-controller-manager at
+    the raised rate limit."""
+    result["ceiling"] = await ceiling(bench, profile.ceiling_jobs)
+    result["hostile"] = await asyncio.to_thread(slowest_reconcile, profile.hostile_specs)
+
+    bursts, lags = [], {}
+    for n in profile.burst_sizes:
+        for scheduler in ("taskmaster", "cronjob"):
+            done = await burst(bench, scheduler, n)
+            bursts.append(done.summary)
+            lags[scheduler, n] = done.lags
+    await bench.clean()
+    await asyncio.to_thread(bench.cluster.restart_controller_manager, EQUAL_QPS)
+    for n in profile.burst_sizes:
+        done = await burst(bench, "cronjob-equal-qps", n)
+        bursts.append(done.summary)
+        lags["cronjob-equal-qps", n] = done.lags
+    result["minute_burst"] = bursts
+
+    # The Job controller keeps up with thousands of pods only at the raised rate limit.
+    result["steady"] = await steady(
+        bench, profile.steady_tasks, profile.steady_schedule, profile.steady_seconds
+    )
+    result["cold_start"] = await cold_start(bench, profile.cold_seconds)
+    result["ramp"] = await ramp(bench, profile.ramp_schedules, profile.ramp_seconds)
+    result["steady"]["max_fires_per_s_on_time"] = max(
+        [
+            result["steady"]["fires_per_s"],
+            *(s["fires_per_s"] for s in result["ramp"] if on_time(s)),
+        ]
+    )
+    return lags
+
+
+async def _scale(bench: Bench, profile: Profile) -> dict[str, Any]:
+    """The lifecycle ceiling, steady load and cold start at scale, the overload."""
+    lifecycle = await lifecycle_ceiling(bench, profile.lifecycle_seconds)
+    steady_rows = await steady_sizes(
+        bench, profile.scale_tasks, profile.scale_schedule, profile.scale_seconds
+    )
+    cold = await cold_start(bench, profile.cold_seconds)
+    cold["peak_rss_mb"] = round(process_peak_rss_mb(bench.pid), 1)
+    rate = lifecycle["runs_per_s"]
+    overloads = [
+        await overload(
+            bench,
+            scheduler,
+            rate,
+            seconds=profile.overload_seconds,
+            after=profile.overload_after,
+        )
+        for scheduler in ("taskmaster", "cronjob")
+    ]
+    return {
+        "max_active_runs": DEFAULT_MAX_ACTIVE_RUNS,
+        "lifecycle_ceiling": lifecycle,
+        "steady": steady_rows,
+        "cold_start": cold,
+        "overload": overloads,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -169,8 +251,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     cluster = Cluster()
     started = time.monotonic()
     cluster.up()
+    parts = tuple(options.only or PARTS)
     try:
-        result, lags = asyncio.run(run(profile, cluster))
+        result, lags = asyncio.run(run(profile, cluster, parts))
     finally:
         if not options.keep_cluster:
             cluster.down()
@@ -184,10 +267,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / (date if profile is FULL else "quick")
+    if parts != PARTS:
+        stem = stem.with_name(f"{stem.name}-{'-'.join(parts)}")
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    plots = report.plot(result, lags, stem)
+    plots = report.plot(result, lags, stem) if "classic" in parts else []
     stem.with_suffix(".md").write_text(report.markdown(result, [p.name for p in plots]))
-    if profile is FULL and not options.no_readme:
+    if profile is FULL and parts == PARTS and not options.no_readme:
         report.update_readme(ROOT / "README.md", result, f"bench/results/{date}.md")
     print(report.targets_table(result))
     logger.info("results in %s.{json,md}", stem)

@@ -301,3 +301,69 @@ class JobEnds:
                     end = self._ends.get(job["metadata"]["name"])
                     if end is not None and not end.done():
                         end.set_result(None)
+
+
+class JobStates:
+    """Every Job of a namespace as it goes: how many wait without a pod (the Job
+    controller has not started one yet) at any moment, and when each finished."""
+
+    def __init__(self, api: Api, namespace: str) -> None:
+        self.api = api
+        self.path = JOBS.format(ns=namespace)
+        self.waiting = 0
+        self.finished: list[float] = []  # time.time() of each Job's end
+        self._podless: set[str] = set()
+        self._done: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        page = await self.api.request("GET", self.path, params={"limit": "1"})
+        self._task = asyncio.create_task(self._run(page["metadata"]["resourceVersion"]))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def _saw(self, kind: str, job: JSON) -> None:
+        name = job["metadata"]["name"]
+        if kind == "DELETED":
+            self._podless.discard(name)
+            return
+        status = job.get("status") or {}
+        ended = any(
+            c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+            for c in status.get("conditions") or ()
+        )
+        if ended and name not in self._done:
+            self._done.add(name)
+            self.finished.append(time.time())
+        has_pod = ended or bool(
+            status.get("active")
+            or status.get("ready")
+            or status.get("succeeded")
+            or status.get("failed")
+            or status.get("uncountedTerminatedPods")
+        )
+        if kind == "ADDED" and not has_pod and name not in self._done:
+            self._podless.add(name)
+        elif has_pod:
+            self._podless.discard(name)
+        self.waiting = len(self._podless)
+
+    async def _run(self, version: str) -> None:
+        params = {
+            "watch": "1",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": version,
+            "timeoutSeconds": "3600",
+        }
+        async with self.api.session.get(
+            self.api.server + self.path, params=params, timeout=aiohttp.ClientTimeout(total=None)
+        ) as response:
+            if response.status != 200:
+                raise ApiError("WATCH", self.path, response.status, await response.read())
+            async for line in response.content:
+                event = json.loads(line)
+                if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                    self._saw(event["type"], event["object"])

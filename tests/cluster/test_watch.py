@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client as sync_client
-from kubernetes.aio import client
 
 from taskmaster.core.names import LABEL_TASK
-from taskmaster.shell.kube import Kube, load_configuration
+from taskmaster.shell.kube import Kube, LimitedApiClient, load_configuration
+from taskmaster.shell.ratelimit import TokenBucket
 from taskmaster.shell.watch import Watch
 from tests.support.wait import until
 
@@ -42,7 +42,8 @@ def _watching(
 
     async def main() -> None:
         configuration = await load_configuration(str(kubeconfig))
-        kube = Kube(client.ApiClient(configuration), "test")
+        unlimited = LimitedApiClient(configuration, TokenBucket(0, 1), lambda _: None)
+        kube = Kube(unlimited, "test")
         seen: Seen = []
         watch = Watch(
             kube,

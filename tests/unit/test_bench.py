@@ -93,8 +93,8 @@ def result(**overrides: Any) -> dict[str, Any]:
     ]  # fmt: skip
     steady = {
         "tasks": 10000, "schedule": "H H/10 * * * *", "fires_per_s": 16.7, "lag_p50_s": 0.1,
-        "lag_p99_s": 0.4, "lag_max_s": 0.9, "cpu_cores": 0.3, "peak_rss_mb": 250.0,
-        "api_requests_per_fire": 5.0,
+        "lag_p99_s": 0.4, "lag_max_s": 0.9, "cpu_cores": 0.3, "peak_rss_mb": 140.0,
+        "api_requests_per_fire": 5.0, "max_fires_per_s_on_time": 33.0,
     }  # fmt: skip
     value: dict[str, Any] = {
         "date": "2026-11-23",
@@ -135,6 +135,87 @@ def test_every_target_is_checked_against_what_was_measured() -> None:
     assert [t.met for t in report.targets(starved)][7] is False
     costly = result(hostile={**result()["hostile"], "slowest_ms": 250.0})
     assert [t.met for t in report.targets(costly)][8] is False
+
+
+def scale(**overrides: Any) -> dict[str, Any]:
+    """The scale part of a run, as `bench.__main__._scale` returns it."""
+    overload = {
+        "scheduler": "taskmaster", "offered_runs_per_s": 375.0, "seconds": 120,
+        "completed_per_s": 33.0, "completed_fraction_of_ceiling": 0.88,
+        "jobs_without_pod_max": 700, "jobs_created": 5000, "lag_after_p50_s": 0.1,
+        "lag_after_p99_s": 0.6, "recovered_after_s": 20.0, "overload_runs_offered": 45000,
+        "overload_runs_started": 4000,
+        "overload_runs_recorded_missed": {"MaxActiveRuns": 41000},
+    }  # fmt: skip
+    value: dict[str, Any] = {
+        "max_active_runs": 1000,
+        "lifecycle_ceiling": {
+            "runs_per_s": 37.5,
+            "concurrency": 64,
+            "levels": [{"concurrency": 64, "runs_per_s": 37.5}],
+        },
+        "steady": [
+            {
+                "tasks": 10000,
+                "schedule": "H H * * * *",
+                "fires_per_s": 2.8,
+                "lag_p50_s": 0.1,
+                "lag_p99_s": 0.5,
+                "lag_max_s": 0.9,
+                "cpu_cores": 0.1,
+                "peak_rss_mb": 140.0,
+                "api_requests_per_fire": 5.0,
+                "seconds": 120,
+                "create_s": 20.0,
+                "setup_s": 30.0,
+            },
+            {
+                "tasks": 100000,
+                "schedule": "H H * * * *",
+                "fires_per_s": 27.8,
+                "lag_p50_s": 0.1,
+                "lag_p99_s": 0.5,
+                "lag_max_s": 0.9,
+                "cpu_cores": 0.4,
+                "peak_rss_mb": 550.0,
+                "api_requests_per_fire": 5.0,
+                "seconds": 300,
+                "create_s": 200.0,
+                "setup_s": 300.0,
+            },
+        ],
+        "cold_start": {
+            "tasks": 100000,
+            "ready_s": 20.0,
+            "readyz_s": 15.0,
+            "duplicates": 0,
+            "jobs_checked": 9000,
+            "peak_rss_mb": 560.0,
+        },
+        "overload": [overload, {**overload, "scheduler": "cronjob", "completed_per_s": 10.0}],
+    }
+    value.update(overrides)
+    return value
+
+
+def test_the_scale_targets_are_checked_against_the_lifecycle_ceiling() -> None:
+    both = result(scale=scale())
+    checks = {t.what: t.met for t in report.targets(both)}
+    assert list(checks.values())[9:] == [True] * 9
+
+    alone = {k: v for k, v in both.items() if k not in ("minute_burst", "steady", "ramp")}
+    # Without the classic part the sustained on-time rate is not measured.
+    assert [t.met for t in report.targets(alone)] == [True] * 4 + [None] + [True] * 4
+    [ours, theirs] = scale()["overload"]
+    slow = scale(overload=[{**ours, "completed_per_s": 20.0}, theirs])
+    assert [t.met for t in report.targets(result(scale=slow))][14] is False
+    lost = scale(overload=[{**ours, "overload_runs_started": 3999}, theirs])
+    assert [t.met for t in report.targets(result(scale=lost))][16] is False
+
+    text = report.markdown(alone, [])
+    assert "Lifecycle ceiling: a minimal client" in text
+    assert "| cronjob | 375.0 | 10.0 | 88% | 700 | 5000 | 0.10 | 0.60 | 20.00 |" in text
+    assert "## Minute burst" not in text
 
 
 def test_a_target_without_a_measurement_is_not_called_met() -> None:

@@ -16,7 +16,7 @@ from taskmaster.shell.operator import (
     DEFAULT_MAX_ACTIVE_RUNS,
     parse_args,
 )
-from taskmaster.shell.ratelimit import TokenBucket
+from taskmaster.shell.ratelimit import NORMAL, URGENT, TokenBucket
 
 
 class Clock:
@@ -27,32 +27,52 @@ class Clock:
         return self.now
 
 
-def test_a_burst_goes_at_once_and_the_rest_at_the_sustained_rate() -> None:
+def test_a_burst_goes_at_once_then_the_bucket_refills_at_the_rate() -> None:
     clock = Clock()
     bucket = TokenBucket(qps=10, burst=3, clock=clock)
 
-    assert [bucket.reserve() for _ in range(3)] == [0.0, 0.0, 0.0]
-    # Each next request waits for its own token, in the order they came.
-    assert [round(bucket.reserve(), 3) for _ in range(3)] == [0.1, 0.2, 0.3]
-    clock.now += 0.3  # the three waited for their tokens
-    assert bucket.reserve() == pytest.approx(0.1)
+    assert [bucket.try_take() for _ in range(4)] == [True, True, True, False]
+    clock.now += 0.11  # one token back
+    assert [bucket.try_take() for _ in range(2)] == [True, False]
 
 
 def test_the_bucket_refills_to_its_burst_and_no_further() -> None:
     clock = Clock()
     bucket = TokenBucket(qps=10, burst=2, clock=clock)
-    bucket.reserve()
-    bucket.reserve()
+    bucket.try_take()
+    bucket.try_take()
     clock.now += 60  # idle for a minute: two tokens, not 600
 
-    assert [bucket.reserve() for _ in range(2)] == [0.0, 0.0]
-    assert bucket.reserve() == pytest.approx(0.1)
+    assert [bucket.try_take() for _ in range(3)] == [True, True, False]
 
 
 def test_no_limit_never_waits() -> None:
     bucket = TokenBucket(qps=0, burst=1, clock=Clock())
 
-    assert {bucket.reserve() for _ in range(10_000)} == {0.0}
+    assert all(bucket.try_take() for _ in range(10_000))
+
+
+def test_waiting_requests_get_tokens_urgent_first_then_in_order() -> None:
+    order: list[str] = []
+
+    async def requests() -> list[float]:
+        bucket = TokenBucket(qps=200, burst=1)
+        assert await bucket.wait() == 0.0  # the burst
+
+        async def request(name: str, priority: int) -> float:
+            waited = await bucket.wait(priority)
+            order.append(name)
+            return waited
+
+        first = asyncio.create_task(request("status 1", NORMAL))
+        second = asyncio.create_task(request("status 2", NORMAL))
+        await asyncio.sleep(0)  # both wait
+        job = asyncio.create_task(request("create Job", URGENT))
+        return list(await asyncio.gather(first, second, job))
+
+    waited = asyncio.run(requests())
+    assert order == ["create Job", "status 1", "status 2"]
+    assert all(seconds > 0 for seconds in waited)
 
 
 def test_a_bucket_without_room_is_refused() -> None:
@@ -68,7 +88,8 @@ def test_every_request_of_the_client_waits_for_the_limiter(
     waits: list[float] = []
     sent: list[str] = []
 
-    async def call_api(self: Any, method: str, url: str, *_: Any, **__: Any) -> str:
+    async def call_api(self: Any, method: str, url: str, *_: Any, **rest: Any) -> str:
+        assert "priority" not in rest  # the limiter's, not the client's
         sent.append(f"{method} {url}")
         return "response"
 

@@ -7,7 +7,7 @@ from typing import Any, cast
 import kopf
 
 from taskmaster.shell.metrics import Metrics
-from taskmaster.shell.operator import register
+from taskmaster.shell.webhook import register
 
 
 def test_kopf_serves_the_webhook_and_watches_nothing() -> None:

@@ -18,7 +18,7 @@ from taskmaster.shell.cache import Task
 from taskmaster.shell.metrics import Metrics
 from taskmaster.shell.scheduler import Scheduler
 from tests.support.api import FakeApi, NoApi
-from tests.support.tasks import task_object
+from tests.support.tasks import CONTAINER, task_object
 
 
 def test_only_an_acting_scheduler_can_stall() -> None:
@@ -120,7 +120,7 @@ def test_a_job_that_finishes_while_the_status_is_written_is_recorded_not_deleted
     assert [entry["jobName"] for entry in kube.status["history"]] == [job["metadata"]["name"]]
 
 
-def test_a_task_is_kept_without_its_managed_fields() -> None:
+def test_a_task_keeps_its_spec_only_until_it_is_parsed() -> None:
     scheduler = Scheduler(NoApi(), Metrics())
     metadata = {
         "namespace": "ns",
@@ -128,18 +128,31 @@ def test_a_task_is_kept_without_its_managed_fields() -> None:
         "uid": "uid",
         "generation": 2,
         "resourceVersion": "7",
+        "creationTimestamp": "2026-05-01T00:00:00Z",
         "annotations": {"taskmaster.dev/run-now": "a"},
         "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
     }
-    body = {"metadata": metadata, "spec": {"every": "1h"}, "status": {"phase": "Scheduled"}}
+    spec = {"every": "1h", "task": CONTAINER}
+    body = {"metadata": metadata, "spec": spec, "status": {"phase": "Scheduled"}}
 
     scheduler.cache.task_event("ADDED", body)
-
-    kept = scheduler.cache.tasks["ns/t"].body
-    assert "managedFields" not in kept["metadata"]
-    assert kept["metadata"] == {k: v for k, v in metadata.items() if k != "managedFields"}
-    assert (kept["spec"], kept["status"]) == (body["spec"], body["status"])
+    task = scheduler.cache.tasks["ns/t"]
+    assert (task.status, task.run_now_token, task.version) == (body["status"], "a", 7)
+    assert task.spec_source is not None
     assert "managedFields" in metadata  # the watch's copy is left as it was
+
+    task.parse(datetime(2026, 5, 2, tzinfo=UTC))
+    assert task.spec is not None
+    assert task.spec.timeline.next(None) == datetime(2026, 5, 1, 1, tzinfo=UTC)
+    assert task.spec_source is None
+    # Its own status write comes back: same generation, nothing to parse again.
+    task.keep({**body, "metadata": {**metadata, "resourceVersion": "8"}})
+    assert task.spec_source is None
+    # The spec changed: a new generation, parsed anew.
+    edited = {**metadata, "resourceVersion": "9", "generation": 3}
+    task.keep({**body, "metadata": edited, "spec": {**spec, "every": "2h"}})
+    task.parse(datetime(2026, 5, 2, tzinfo=UTC))
+    assert task.spec.timeline.next(None) == datetime(2026, 5, 1, 2, tzinfo=UTC)
 
 
 def reconciles(scheduler: Scheduler) -> list[str]:
@@ -184,7 +197,7 @@ def test_the_echo_of_a_held_task_version_wakes_no_reconcile() -> None:
     newer = {**metadata, "resourceVersion": "6", "annotations": {"taskmaster.dev/run-now": "a"}}
     scheduler.cache.task_event("MODIFIED", {"metadata": newer, "spec": {}})
     assert reconciles(scheduler) == ["ns/t"]
-    assert scheduler.cache.tasks["ns/t"].body["metadata"]["resourceVersion"] == "6"
+    assert scheduler.cache.tasks["ns/t"].version == 6
 
 
 def _task(
@@ -233,7 +246,7 @@ def test_runs_falling_due_together_start_before_any_status_is_written() -> None:
 
     def written() -> bool:
         held = scheduler.cache.tasks.values()
-        return not scheduler.queue.running and all(task.body.get("status") for task in held)
+        return not scheduler.queue.running and all(task.phase for task in held)
 
     asyncio.run(_run_until(scheduler, written))
 

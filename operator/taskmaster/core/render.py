@@ -181,8 +181,8 @@ def render_job(
 ) -> dict[str, Any]:
     """The Job of `run`: the task's template or shorthand, with the contract's metadata."""
     workload = spec.workload
-    if workload.job_template is not None:
-        template = copy.deepcopy(dict(workload.job_template))
+    template = workload.job_template  # a fresh copy
+    if template is not None:
         job_spec = template.get("spec", {})
         metadata = template.get("metadata") or {}
     elif workload.container is not None:

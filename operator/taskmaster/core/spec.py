@@ -8,8 +8,10 @@ of failing. Every error names the field it is about.
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -144,9 +146,24 @@ class HttpTask:
 class Workload:
     """What a run executes: exactly one of the three is set."""
 
-    job_template: Mapping[str, Any] | None = None
+    # The Job template as compact JSON, interned: tasks with the same template share
+    # one copy (with 100,000 tasks, the decoded templates were the largest part of
+    # the operator's memory). Decoded afresh for each run (`job_template`).
+    template_json: str | None = None
     container: ContainerTask | None = None
     http: HttpTask | None = None
+
+    @classmethod
+    def of_template(cls, template: Mapping[str, Any]) -> Workload:
+        return cls(template_json=sys.intern(json.dumps(template, separators=(",", ":"))))
+
+    @property
+    def job_template(self) -> dict[str, Any] | None:
+        """A fresh copy of the Job template, if the workload is one."""
+        if self.template_json is None:
+            return None
+        template: dict[str, Any] = json.loads(self.template_json)
+        return template
 
 
 @dataclass(frozen=True)
@@ -173,6 +190,24 @@ class TaskSpec:
     @property
     def starting_deadline(self) -> timedelta:
         return timedelta(seconds=self.starting_deadline_seconds)
+
+
+# Equal parts of specs, held once: most tasks share their retry settings. Only
+# small parts (a shared part outlives its tasks), and a bounded number of them:
+# past it, new values are simply not shared.
+_SHARED: dict[Any, Any] = {}
+_SHARED_LIMIT = 1_000
+_T = TypeVar("_T")
+
+
+def shared(value: _T) -> _T:
+    """The one instance equal to `value` that specs hold (a small, frozen part)."""
+    held = _SHARED.get(value)
+    if held is not None:
+        return held  # type: ignore[no-any-return]
+    if len(_SHARED) < _SHARED_LIMIT:
+        _SHARED[value] = value
+    return value
 
 
 def whole_second(instant: datetime, *, earlier: bool = False) -> datetime:
@@ -415,7 +450,7 @@ def _workload(spec: _Reader) -> Workload:
     if kind == "jobTemplate":
         template = spec.raw["jobTemplate"]
         if isinstance(template, Mapping) and isinstance(template.get("spec"), Mapping):
-            return Workload(job_template=template)
+            return Workload.of_template(template)
         spec.error("jobTemplate", "must be a Job template with a spec")
     elif kind == "task":
         task = spec.child("task")
@@ -538,17 +573,19 @@ def parse_spec(raw: Mapping[str, Any], *, namespace: str, name: str, created: da
         timeout_seconds=spec.integer(
             "timeoutSeconds", None, minimum=1, maximum=MAX_TIMEOUT_SECONDS
         ),
-        retry=Retry(
-            limit=retry.integer("limit", 0, maximum=MAX_RETRY_LIMIT) or 0,
-            backoff=Backoff(
-                initial_seconds=backoff.number(
-                    "initialSeconds", 10.0, minimum=0, maximum=MAX_BACKOFF_SECONDS
+        retry=shared(
+            Retry(
+                limit=retry.integer("limit", 0, maximum=MAX_RETRY_LIMIT) or 0,
+                backoff=Backoff(
+                    initial_seconds=backoff.number(
+                        "initialSeconds", 10.0, minimum=0, maximum=MAX_BACKOFF_SECONDS
+                    ),
+                    factor=backoff.number("factor", 2.0, minimum=1, maximum=MAX_BACKOFF_FACTOR),
+                    max_seconds=backoff.number(
+                        "maxSeconds", 3600.0, minimum=0, maximum=MAX_BACKOFF_SECONDS
+                    ),
                 ),
-                factor=backoff.number("factor", 2.0, minimum=1, maximum=MAX_BACKOFF_FACTOR),
-                max_seconds=backoff.number(
-                    "maxSeconds", 3600.0, minimum=0, maximum=MAX_BACKOFF_SECONDS
-                ),
-            ),
+            )
         ),
         successful_jobs_history_limit=spec.integer(
             "successfulJobsHistoryLimit",

@@ -26,7 +26,7 @@ from kubernetes.aio import client, config
 
 from taskmaster.core.names import API_VERSION, GROUP, KIND, PLURAL, VERSION, TaskRef
 from taskmaster.core.times import micro_time
-from taskmaster.shell.ratelimit import TokenBucket
+from taskmaster.shell.ratelimit import NORMAL, URGENT, TokenBucket
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +80,8 @@ class LimitedApiClient(client.ApiClient):
         self.limiter = limiter
         self.waited = waited
 
-    async def call_api(self, *args: Any, **kwargs: Any) -> Any:
-        self.waited(await self.limiter.wait())
+    async def call_api(self, *args: Any, priority: int = NORMAL, **kwargs: Any) -> Any:
+        self.waited(await self.limiter.wait(priority))
         return await super().call_api(*args, **kwargs)
 
 
@@ -110,7 +110,7 @@ def collection_paths(namespaces: Sequence[str], group_version: str, plural: str)
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient, instance: str) -> None:
+    def __init__(self, api: LimitedApiClient, instance: str) -> None:
         self.api = api
         self.instance = instance
         self.core = client.CoreV1Api(api)
@@ -165,6 +165,7 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
         seconds: float | None = None,
+        priority: int = NORMAL,
     ) -> Any:
         """Send a request with a plain JSON body as is; the response, not yet read.
 
@@ -180,7 +181,14 @@ class Kube:
             auth_settings=["BearerToken"],
         )
         result = await self.api.call_api(
-            method, url, headers, body, post, _preload_content=False, _request_timeout=seconds
+            method,
+            url,
+            headers,
+            body,
+            post,
+            _preload_content=False,
+            _request_timeout=seconds,
+            priority=priority,
         )
         return result.response
 
@@ -196,6 +204,7 @@ class Kube:
             {"namespace": job["metadata"]["namespace"]},
             query=[("fieldManager", FIELD_MANAGER)],
             body=dict(job),
+            priority=URGENT,
         )
         body = await response.read()
         if response.status == 409:

@@ -15,9 +15,8 @@ import socket
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import kopf
 from aiohttp import web
 from kubernetes.aio import client
 from prometheus_client import exposition
@@ -30,8 +29,9 @@ from taskmaster.shell.metrics import Metrics
 from taskmaster.shell.ratelimit import TokenBucket
 from taskmaster.shell.scheduler import Scheduler
 from taskmaster.shell.watch import Watch
-from taskmaster.shell.webhook import Webhook
-from taskmaster.shell.webhook import register as register_webhook
+
+if TYPE_CHECKING:
+    from taskmaster.shell.webhook import Webhook
 
 logger = logging.getLogger("taskmaster")
 
@@ -180,27 +180,6 @@ def identity() -> str:
     return f"{os.environ.get('POD_NAME') or socket.gethostname()}-{secrets.token_hex(4)}"
 
 
-def settings() -> kopf.OperatorSettings:
-    """kopf serves the admission webhook and nothing else: it watches nothing."""
-    settings = kopf.OperatorSettings()
-    # Leader election is ours (a Lease); kopf's peering and its own Events are off.
-    settings.peering.standalone = True
-    settings.posting.enabled = False
-    # No CRDs or namespaces to discover (nor RBAC to allow it, cluster-wide).
-    settings.scanning.disabled = True
-    return settings
-
-
-def register(
-    registry: kopf.OperatorRegistry, kube: Kube, metrics: Metrics, worker_image: str | None
-) -> None:
-    @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> Any:
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-
-    register_webhook(registry, kube, metrics, worker_image)
-
-
 async def serve_http(host: str, port: int, routes: dict[str, Any]) -> web.AppRunner:
     app = web.Application()
     for path, handler in routes.items():
@@ -252,7 +231,14 @@ class Operator:
         ]
         self.ready = asyncio.Event()
         self.stop = asyncio.Event()
-        self.webhook = Webhook(options, self.kube) if options.webhook_port else None
+        self.webhook: Webhook | None = None
+        if options.webhook_port:
+            # Imported only to serve it: kopf and cryptography weigh 14 MB in every
+            # process that loads them, and most replicas of a large installation
+            # could do without (the webhook is optional).
+            from taskmaster.shell.webhook import Webhook  # noqa: PLC0415
+
+            self.webhook = Webhook(options, self.kube)
         self.elector: LeaderElector | None = None
         if options.leader_elect:
             self.election_api = limited("leader-election")
@@ -306,9 +292,13 @@ class Operator:
 
         kopf's managed mode stays off: the chart owns the configuration, we its caBundle.
         """
+        import kopf  # noqa: PLC0415 (see __init__)
+
+        from taskmaster.shell.webhook import kopf_settings, register  # noqa: PLC0415
+
         registry = kopf.OperatorRegistry()
         register(registry, self.kube, self.metrics, self.options.worker_image)
-        operator_settings = settings()
+        operator_settings = kopf_settings()
         operator_settings.admission.server = await webhook.start()
         started = asyncio.Event()
         served = asyncio.create_task(

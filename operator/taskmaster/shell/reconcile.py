@@ -31,6 +31,9 @@ from taskmaster.shell.timebox import TIME_BOX_SECONDS, Overrun, time_box
 
 logger = logging.getLogger(__name__)
 
+# A task that waits for a slot again says so again after this long, not sooner.
+_WAITING_REPORTED_EVERY = timedelta(minutes=10)
+
 
 def _timestamp(at: datetime | None) -> float | None:
     return None if at is None else at.timestamp()
@@ -176,8 +179,17 @@ class Reconciler:
         return records
 
     def _waits(self, task: Task, waiting: datetime | None) -> None:
-        """Keep whether the task's runs wait for a slot; an Event when they begin to."""
-        if waiting is not None and task.waiting_from is None:
+        """Keep whether the task's runs wait for a slot; an Event when they begin to (at
+        most every few minutes: under overload, a task of frequent runs waits, misses
+        and waits again, and every Event is a write to the API server)."""
+        now = self.clock()
+        reported = task.waiting_reported
+        if (
+            waiting is not None
+            and task.waiting_from is None
+            and (reported is None or now - reported >= _WAITING_REPORTED_EVERY)
+        ):
+            task.waiting_reported = now
             deadline = task.spec.starting_deadline_seconds if task.spec else 0
             self.recorder.report(
                 task,

@@ -63,7 +63,7 @@ class Recorder:
         if same_status(decided, update.status):
             return
         unwritten = self.unwritten(task)
-        unwritten.status.update(update.status)
+        unwritten.update(update.status)
         unwritten.jobs = list(observed.jobs)
         unwritten.recorded |= {entry.job_name for entry in update.recorded if entry.job_name}
         if observed.invalid is not None:
@@ -104,15 +104,15 @@ class Recorder:
         if task is None or task.unwritten is None:
             return
         unwritten = task.unwritten
-        if unwritten.status:
+        written = unwritten.status
+        if written:
             self.fence.check("writing the status")
             try:
-                body = await self.kube.patch_status(
-                    task.ref.namespace, task.ref.name, unwritten.status
-                )
+                body = await self.kube.patch_status(task.ref.namespace, task.ref.name, written)
             except ApiError as error:
                 if error.status == 404:
-                    self.cache.task_event("DELETED", task.body)
+                    gone = {"namespace": task.ref.namespace, "name": task.ref.name}
+                    self.cache.task_event("DELETED", {"metadata": gone})
                     return
                 raise
             if version_of(body) >= task.version:
@@ -126,12 +126,15 @@ class Recorder:
             self.cache.drop_job(key, name)
             unwritten.replaced.pop(0)
         task.unwritten = None
+        for name in unwritten.recorded:
+            # Its run is in the written history: how its pod ended is not needed again.
+            self.cache.pods.pop((task.ref.namespace, name), None)
         for event in unwritten.events:
             await self._event(task, *event)
         # Job events kept arriving while the status was decided and written: what
         # expires is judged on the Jobs the written history came from, or a Job
         # that finished meanwhile would be deleted before its run is recorded.
-        await self.expire(task, unwritten.jobs, unwritten.status)
+        await self.expire(task, unwritten.jobs, written)
 
     async def expire(self, task: Task, jobs: list[JobView], written: Mapping[str, Any]) -> None:
         """Delete the finished Jobs that the written history no longer needs."""

@@ -67,9 +67,26 @@ FILE_CHECK_SECONDS = 10.0
 _SECRET_ATTEMPTS = 5
 
 
+def kopf_settings() -> kopf.OperatorSettings:
+    """kopf serves the admission webhook and nothing else: it watches nothing."""
+    settings = kopf.OperatorSettings()
+    # Leader election is ours (a Lease); kopf's peering and its own Events are off.
+    settings.peering.standalone = True
+    settings.posting.enabled = False
+    # No CRDs or namespaces to discover (nor RBAC to allow it, cluster-wide).
+    settings.scanning.disabled = True
+    return settings
+
+
 def register(
     registry: kopf.OperatorRegistry, kube: Kube, metrics: Metrics, worker_image: str | None
 ) -> None:
+    """kopf's login (the operator's credentials) and the validating handler."""
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
     verdicts = metrics.admission_reviews
 
     @kopf.on.validate(GROUP, VERSION, PLURAL, id=HANDLER_ID, registry=registry)

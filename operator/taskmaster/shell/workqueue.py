@@ -16,17 +16,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass, field
 
 # A task's reconcile (False) or its record (True), by the task's key.
 Op = tuple[str, bool]
-
-
-@dataclass(order=True)
-class _Wake:
-    at: float
-    seq: int
-    key: str = field(compare=False)
 
 
 class WorkQueue:
@@ -39,8 +31,9 @@ class WorkQueue:
         # queued op, the heap may hold stale entries too.
         self._queue: list[tuple[float, int, Op]] = []
         self._urgency: dict[Op, float] = {}
-        # Wake-ups in the future, by time; `_wake_at` holds each task's current one.
-        self._wakes: list[_Wake] = []
+        # Wake-ups in the future, by time (at, seq, key); `_wake_at` holds each task's
+        # current one. Plain tuples: one per task, thousands of them.
+        self._wakes: list[tuple[float, int, str]] = []
         self._wake_at: dict[str, float] = {}
         self._seq = itertools.count()
 
@@ -60,20 +53,20 @@ class WorkQueue:
         if self._wake_at.get(key) == at:
             return False
         self._wake_at[key] = at
-        heapq.heappush(self._wakes, _Wake(at, next(self._seq), key))
+        heapq.heappush(self._wakes, (at, next(self._seq), key))
         return True
 
     def next_wake(self) -> float | None:
         """When the earliest wake-up falls due (it may be a stale one: harmless)."""
-        return self._wakes[0].at if self._wakes else None
+        return self._wakes[0][0] if self._wakes else None
 
     def wake_due(self, now: float) -> None:
         """Queue the reconcile of every task whose wake-up is due, as urgent as its time."""
-        while self._wakes and self._wakes[0].at <= now:
-            wake = heapq.heappop(self._wakes)
-            if self._wake_at.get(wake.key) == wake.at:
-                del self._wake_at[wake.key]
-                self.add((wake.key, False), wake.at)
+        while self._wakes and self._wakes[0][0] <= now:
+            at, _, key = heapq.heappop(self._wakes)
+            if self._wake_at.get(key) == at:
+                del self._wake_at[key]
+                self.add((key, False), at)
 
     def clear(self) -> None:
         """Forget every queued op (wake-ups stay)."""

@@ -1,0 +1,225 @@
+"""Scale and overload: steady load at 10,000 and 100,000 tasks, and an offered load
+ten times what the cluster can run, for TaskMaster and the CronJob controller.
+
+The physical limit is `lifecycle_ceiling` (workloads.py), measured in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bench.api import CRONJOBS, TASKS, JobStates, each
+from bench.cluster import process_peak_rss_mb
+from bench.stats import Lags, fire_lags, on_time_after
+from bench.workloads import (
+    NAMESPACE,
+    ON_TIME_S,
+    Bench,
+    _ns,
+    _seconds,
+    job_template,
+    measure,
+    scheduling_object,
+    sleep_until,
+)
+from taskmaster.core.spec import parse_task
+
+logger = logging.getLogger("bench")
+
+
+def _rfc3339(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def until_reconciled(bench: Bench, within: float) -> None:
+    """Until every task's status reflects its spec (observedGeneration): the operator
+    has written them all. Pages are read in order and a check ends at the first task
+    not written yet, so that waiting on 100,000 tasks does not list them all each time
+    (nor scrape the operator's metrics: rendering them is work for the operator)."""
+    async with asyncio.timeout(within):
+        while True:
+            if await _all_observed(bench):
+                return
+            await asyncio.sleep(5)
+
+
+async def _all_observed(bench: Bench) -> bool:
+    token = ""
+    while True:
+        params = {"limit": "500", **({"continue": token} if token else {})}
+        page = await bench.api.request("GET", _ns(TASKS), params=params)
+        for task in page.get("items") or ():
+            status = task.get("status") or {}
+            if status.get("observedGeneration") != task["metadata"]["generation"]:
+                return False
+        token = page.get("metadata", {}).get("continue") or ""
+        if not token:
+            return True
+
+
+async def steady_sizes(
+    bench: Bench, sizes: Sequence[int], schedule: str, windows: Sequence[float]
+) -> list[dict[str, Any]]:
+    """Steady load at each size in turn (tasks added to reach it), each measured over
+    its window: lag, CPU, peak RSS (the process's peak so far: sizes only grow)."""
+    await bench.clean()
+    template = job_template(suspend=False)
+    results = []
+    made = 0
+    for size, seconds in zip(sizes, windows, strict=True):
+        started = time.monotonic()
+        bodies = [
+            scheduling_object("taskmaster", f"steady-{i:06}", schedule, template)
+            for i in range(made, size)
+        ]
+        await bench.create_all(TASKS, bodies)
+        made = size
+        created_s = time.monotonic() - started
+        await until_reconciled(bench, within=1800)
+        window = await measure(bench, seconds)
+        summary = {
+            "tasks": size,
+            "schedule": schedule,
+            **window.summary(),
+            "peak_rss_mb": round(process_peak_rss_mb(bench.pid), 1),
+            "setup_s": round(time.monotonic() - started - seconds, 1),
+            "create_s": round(created_s, 1),
+            "seconds": seconds,
+        }
+        logger.info("steady at %d: %s", size, summary)
+        results.append(summary)
+    return results
+
+
+async def overload(
+    bench: Bench,
+    scheduler: str,
+    ceiling: float,
+    *,
+    factor: float = 10.0,
+    normal_share: float = 0.5,
+    seconds: float = 120,
+    after: float = 120,
+) -> dict[str, Any]:
+    """`factor` times the lifecycle ceiling offered for `seconds`, on top of a normal
+    load (`normal_share` of the ceiling) that runs throughout.
+
+    Every task runs once a minute: TaskMaster's at a second hashed from the name (the
+    overload tasks between startAt and endAt); CronJobs on the minute (their finest
+    grain), the overload ones deleted (their Jobs orphaned, kept) before a third.
+    """
+    await bench.clean()
+    normal = max(1, round(normal_share * ceiling * 60))
+    extra = max(1, round((factor - normal_share) * ceiling * 60))
+    # Setup: creating the objects (and the operator writing their first status).
+    start = math.ceil((time.time() + 45 + (normal + extra) / 150) / 60) * 60
+    end = start + seconds
+    template = job_template(suspend=False)
+    if scheduler == "taskmaster":
+        window = {"startAt": _rfc3339(start), "endAt": _rfc3339(end - 1)}
+        kind, path, schedule = "taskmaster", TASKS, "H * * * * *"
+    else:
+        window, kind, path, schedule = {}, "cronjob", CRONJOBS, "* * * * *"
+    bodies = [scheduling_object(kind, f"normal-{i:05}", schedule, template) for i in range(normal)]
+    for i in range(extra):
+        body = scheduling_object(kind, f"over-{i:05}", schedule, template)
+        body["spec"].update(window)
+        bodies.append(body)
+    await bench.create_all(path, bodies)
+    if scheduler == "taskmaster":
+        await until_reconciled(bench, within=max(60.0, start - time.time()))
+    if (margin := start - time.time()) < 5:
+        logger.warning("overload %s: ready only %.1fs before it starts", scheduler, margin)
+    states = JobStates(bench.api, NAMESPACE)
+    await states.start()
+    worst = 0
+    cpu = None
+    # TaskMaster's overload tasks end by themselves; the CronJobs are deleted
+    # shortly before the end (21,000 deletions take a while).
+    deleting: asyncio.Task[None] | None = None
+    try:
+        await sleep_until(start)
+        window_result = asyncio.create_task(measure(bench, seconds))
+        while time.time() < end + after:
+            worst = max(worst, states.waiting)
+            if scheduler != "taskmaster" and deleting is None and time.time() >= end - 10:
+                names = [f"over-{i:05}" for i in range(extra)]
+                deleting = asyncio.create_task(_delete_orphaning(bench, names))
+            await asyncio.sleep(1)
+        cpu = (await window_result).cpu_cores if scheduler == "taskmaster" else None
+        if deleting is not None:
+            await deleting
+    finally:
+        await states.stop()
+    completed = [t for t in states.finished if start <= t < end]
+    jobs = bench.watch.since(start - 120)
+    normal_jobs = [job for job in jobs if "/normal-" in job.owner]
+    after_lags = Lags.of(fire_lags(normal_jobs, end, end + after))
+    summary: dict[str, Any] = {
+        "scheduler": scheduler,
+        "offered_runs_per_s": round((normal + extra) / 60, 1),
+        "seconds": seconds,
+        "completed_per_s": round(len(completed) / seconds, 1),
+        "completed_fraction_of_ceiling": round(len(completed) / seconds / ceiling, 2),
+        "jobs_without_pod_max": worst,
+        "lag_after_p50_s": _seconds(after_lags.p50),
+        "lag_after_p99_s": _seconds(after_lags.p99),
+        "recovered_after_s": round(on_time_after(normal_jobs, end, ON_TIME_S), 1),
+        "jobs_created": len([job for job in jobs if job.seen_at >= start]),
+    }
+    if scheduler == "taskmaster":
+        summary["operator_cpu_cores"] = cpu
+        summary.update(await _accounting(bench, start, end))
+    logger.info("overload %s: %s", scheduler, summary)
+    return summary
+
+
+async def _delete_orphaning(bench: Bench, names: list[str]) -> None:
+    """Delete CronJobs and keep their Jobs (counted as the load they made)."""
+    await each(
+        lambda name: bench.api.request(
+            "DELETE",
+            f"{_ns(CRONJOBS)}/{name}",
+            params={"propagationPolicy": "Orphan"},
+            expected=(200, 202, 404),
+        ),
+        names,
+        concurrency=64,
+    )
+
+
+async def _accounting(bench: Bench, start: float, end: float) -> dict[str, Any]:
+    """The overload tasks' runs: offered (their schedules' times in the window), started
+    (their Jobs), and Missed by reason (their statuses, once the last waiting run is
+    past its starting deadline, 60 s, and recorded)."""
+    await asyncio.sleep(max(0.0, end + 60 + 20 - time.time()))
+    tasks = [t for t in await bench.api.list(_ns(TASKS)) if t["metadata"]["name"][:5] == "over-"]
+    offered, missed = 0, Counter[str]()
+    after = datetime.fromtimestamp(start, UTC) - timedelta(microseconds=1)
+    for task in tasks:
+        timeline = parse_task(task, now=after).timeline
+        offered += sum(
+            1 for _ in itertools.takewhile(lambda t: t.timestamp() < end, timeline.times(after))
+        )
+        for entry in (task.get("status") or {}).get("history") or ():
+            scheduled = datetime.fromisoformat(entry["scheduledTime"]).timestamp()
+            if start <= scheduled < end and entry["result"] == "Missed":
+                missed[entry.get("reason") or ""] += entry.get("runs", 1)
+    started = {
+        (job.owner, job.scheduled)
+        for job in bench.watch.since(start - 120)
+        if "/over-" in job.owner and job.scheduled is not None and start <= job.scheduled < end
+    }
+    return {
+        "overload_runs_offered": offered,
+        "overload_runs_started": len(started),
+        "overload_runs_recorded_missed": dict(missed),
+    }
