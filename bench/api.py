@@ -112,11 +112,13 @@ class Api:
 
     async def delete_collection(self, path: str, **params: str) -> None:
         """Delete every object there; thousands may outlast the API server's request
-        timeout (504): then ask again, for what is left."""
+        timeout (504) or this client's: then ask again, for what is left."""
         while True:
             try:
                 await self.request("DELETE", path, params=params, expected=(200, 404))
                 return
+            except TimeoutError:
+                continue
             except ApiError as error:
                 if error.status != 504:
                     raise
@@ -250,22 +252,15 @@ class JobWatch:
                     raise ApiError("WATCH", self.path, 410, line)
 
 
-class JobEnds:
-    """Tells when Jobs of a namespace (by label selector) finish: Complete or Failed.
+class _JobEvents:
+    """A watch of a namespace's Jobs (by label selector), from now on; each event's line
+    goes to `_line`."""
 
-    Only events whose bytes mention a condition type are decoded.
-    """
-
-    def __init__(self, api: Api, namespace: str, selector: str) -> None:
+    def __init__(self, api: Api, namespace: str, selector: str = "") -> None:
         self.api = api
         self.path = JOBS.format(ns=namespace)
         self.selector = selector
-        self._ends: dict[str, asyncio.Future[None]] = {}
         self._task: asyncio.Task[None] | None = None
-
-    def end_of(self, name: str) -> asyncio.Future[None]:
-        """A future set when the Job `name` has finished (ask before creating it)."""
-        return self._ends.setdefault(name, asyncio.get_running_loop().create_future())
 
     async def start(self) -> None:
         page = await self.api.request("GET", self.path, params={"limit": "1"})
@@ -275,6 +270,9 @@ class JobEnds:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+    def _line(self, line: bytes) -> None:
+        raise NotImplementedError
 
     async def _run(self, version: str) -> None:
         params = {
@@ -290,51 +288,62 @@ class JobEnds:
             if response.status != 200:
                 raise ApiError("WATCH", self.path, response.status, await response.read())
             async for line in response.content:
-                if b'"Complete"' not in line and b'"Failed"' not in line:
-                    continue
-                job = json.loads(line)["object"]
-                conditions = (job.get("status") or {}).get("conditions") or ()
-                if any(
-                    c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-                    for c in conditions
-                ):
-                    end = self._ends.get(job["metadata"]["name"])
-                    if end is not None and not end.done():
-                        end.set_result(None)
+                self._line(line)
 
 
-class JobStates:
-    """Every Job of a namespace as it goes: how many wait without a pod (the Job
-    controller has not started one yet) at any moment, and when each finished."""
+def _ended(job: JSON) -> bool:
+    conditions = (job.get("status") or {}).get("conditions") or ()
+    return any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions
+    )
+
+
+class JobEnds(_JobEvents):
+    """Tells when Jobs finish: Complete or Failed. Only events whose bytes mention a
+    condition type are decoded."""
+
+    def __init__(self, api: Api, namespace: str, selector: str) -> None:
+        super().__init__(api, namespace, selector)
+        self._ends: dict[str, asyncio.Future[None]] = {}
+
+    def end_of(self, name: str) -> asyncio.Future[None]:
+        """A future set when the Job `name` has finished (ask before creating it)."""
+        return self._ends.setdefault(name, asyncio.get_running_loop().create_future())
+
+    def _line(self, line: bytes) -> None:
+        if b'"Complete"' not in line and b'"Failed"' not in line:
+            return
+        job = json.loads(line)["object"]
+        if _ended(job):
+            end = self._ends.get(job["metadata"]["name"])
+            if end is not None and not end.done():
+                end.set_result(None)
+
+
+class JobStates(_JobEvents):
+    """Every Job as it goes: how many wait without a pod (the Job controller has not
+    started one yet) at any moment, and when each finished."""
 
     def __init__(self, api: Api, namespace: str) -> None:
-        self.api = api
-        self.path = JOBS.format(ns=namespace)
+        super().__init__(api, namespace)
         self.waiting = 0
         self.finished: list[float] = []  # time.time() of each Job's end
         self._podless: set[str] = set()
         self._done: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        page = await self.api.request("GET", self.path, params={"limit": "1"})
-        self._task = asyncio.create_task(self._run(page["metadata"]["resourceVersion"]))
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+    def _line(self, line: bytes) -> None:
+        event = json.loads(line)
+        if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+            self._saw(event["type"], event["object"])
 
     def _saw(self, kind: str, job: JSON) -> None:
         name = job["metadata"]["name"]
         if kind == "DELETED":
             self._podless.discard(name)
+            self.waiting = len(self._podless)
             return
         status = job.get("status") or {}
-        ended = any(
-            c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-            for c in status.get("conditions") or ()
-        )
+        ended = _ended(job)
         if ended and name not in self._done:
             self._done.add(name)
             self.finished.append(time.time())
@@ -350,20 +359,3 @@ class JobStates:
         elif has_pod:
             self._podless.discard(name)
         self.waiting = len(self._podless)
-
-    async def _run(self, version: str) -> None:
-        params = {
-            "watch": "1",
-            "allowWatchBookmarks": "true",
-            "resourceVersion": version,
-            "timeoutSeconds": "3600",
-        }
-        async with self.api.session.get(
-            self.api.server + self.path, params=params, timeout=aiohttp.ClientTimeout(total=None)
-        ) as response:
-            if response.status != 200:
-                raise ApiError("WATCH", self.path, response.status, await response.read())
-            async for line in response.content:
-                event = json.loads(line)
-                if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
-                    self._saw(event["type"], event["object"])

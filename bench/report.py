@@ -90,13 +90,7 @@ def classic_targets(result: Mapping[str, Any]) -> list[Target]:
             f"{steady.get('peak_rss_mb')} MB",
             _compare(steady.get("peak_rss_mb"), 150.0, operator.le),
         ),
-        Target(
-            f"cold start with {cold.get('tasks')} tasks: ready ≤ 15 s, no duplicate",
-            f"{_s(cold.get('ready_s'))} s, {cold.get('duplicates')} duplicates",
-            None
-            if cold.get("ready_s") is None
-            else cold["ready_s"] <= 15 and cold.get("duplicates") == 0,
-        ),
+        _cold_start_target(cold, 15.0),
         Target(
             f"burst N={largest}: create rate ≥ 70% of the ceiling",
             f"{_s(rate)}/s of {ceiling}/s"
@@ -115,6 +109,16 @@ def classic_targets(result: Mapping[str, Any]) -> list[Target]:
             ),
         ),
     ]
+
+
+def _cold_start_target(cold: Mapping[str, Any], seconds: float) -> Target:
+    return Target(
+        f"cold start with {cold.get('tasks')} tasks: ready ≤ {seconds:g} s, no duplicate",
+        f"{_s(cold.get('ready_s'))} s, {cold.get('duplicates')} duplicates",
+        None
+        if cold.get("ready_s") is None
+        else cold["ready_s"] <= seconds and cold.get("duplicates") == 0,
+    )
 
 
 def scale_targets(result: Mapping[str, Any]) -> list[Target]:
@@ -142,13 +146,7 @@ def scale_targets(result: Mapping[str, Any]) -> list[Target]:
             f"{_s(peak)} MB",
             _compare(peak, 600.0, operator.le),
         ),
-        Target(
-            f"cold start with {cold.get('tasks')} tasks: ready ≤ 30 s, no duplicate",
-            f"{_s(cold.get('ready_s'))} s, {cold.get('duplicates')} duplicates",
-            None
-            if cold.get("ready_s") is None
-            else cold["ready_s"] <= 30 and cold.get("duplicates") == 0,
-        ),
+        _cold_start_target(cold, 30.0),
         Target(
             f"steady with {steady['tasks']} tasks: p99 lag ≤ 1 s",
             f"{_s(steady.get('lag_p99_s'))} s at {steady.get('fires_per_s')} runs/s",

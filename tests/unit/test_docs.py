@@ -101,8 +101,8 @@ def exported() -> dict[str, tuple[str, set[str]]]:
     metrics.count_slots(RunSlots(1, lambda: 0))  # with a cap: its gauge too
     # Per-task series exist once a task has them: one with every kind.
     task = metrics.tasks.of("ns", "t")
-    task.started["schedule"] += 1
-    task.finished["Succeeded"] += 1
+    task.count_started("schedule")
+    task.count_finished("Succeeded", 1)
     task.active, task.next_schedule_time, task.last_schedule_time = 0, 1.0, 1.0
     labels = {
         wrapper._name: set(wrapper._labelnames)

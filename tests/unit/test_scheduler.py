@@ -59,7 +59,7 @@ def test_a_replica_that_stops_scheduling_drops_every_task_series() -> None:
     metrics = Metrics()
     series = metrics.tasks.of("ns", "t")
     series.active, series.next_schedule_time, series.last_schedule_time = 1, 1.0, 1.0
-    series.started["schedule"] += 1
+    series.count_started("schedule")
 
     metrics.forget_tasks()
 
@@ -76,8 +76,8 @@ def test_a_deleted_task_leaves_no_series_behind() -> None:
     body = {"metadata": {"namespace": "ns", "name": "t", "uid": "uid"}, "spec": {}}
     scheduler.cache.task_event("ADDED", body)
     series = scheduler.metrics.tasks.of("ns", "t")
-    series.started["schedule"] += 1
-    series.finished["Succeeded"] += 1
+    series.count_started("schedule")
+    series.count_finished("Succeeded", 1)
     series.active = 0
 
     scheduler.cache.task_event("DELETED", body)

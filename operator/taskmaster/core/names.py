@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -50,7 +51,8 @@ class TaskRef:
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        # Interned: the caches, the work queue and the metrics key by it, one copy each.
+        return sys.intern(f"{self.namespace}/{self.name}")
 
 
 @dataclass(frozen=True)

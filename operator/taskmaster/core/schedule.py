@@ -20,6 +20,7 @@ import calendar
 import copy
 import hashlib
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -471,7 +472,8 @@ def parse_cron(expression: str, zone: ZoneInfo, hash_key: str) -> Cron:
             " (minute hour day-of-month month day-of-week) or 6 (with leading seconds)"
         )
     fields = _normalized(text.split(), hash_key)
-    text = " ".join(fields)
+    # Interned: thousands of tasks share an expression (and its text in memory).
+    text = sys.intern(" ".join(fields))
     cron = Cron(text, zone, hash_key if _HASHED.search(text) else "", _union(fields))
     try:
         cron = replace(cron, interval_style=_every_hour(_parsed(cron)[0]))

@@ -8,6 +8,7 @@ which is gone (`gone`); it never acts itself.
 from __future__ import annotations
 
 import json
+import sys
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -139,7 +140,9 @@ class Task:
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> Task:
         metadata = body["metadata"]
-        task = cls(TaskRef(metadata["namespace"], metadata["name"], metadata["uid"]))
+        # The namespace interned: every task of a namespace holds the same string.
+        namespace = sys.intern(metadata["namespace"])
+        task = cls(TaskRef(namespace, metadata["name"], metadata["uid"]))
         task.keep(body)
         return task
 
@@ -251,18 +254,24 @@ class Cache:
         jobs[name] = view
 
     def drop_job(self, key: str, name: str) -> None:
-        """Forget one of the task's Jobs (deleted)."""
+        """Forget one of the task's Jobs (deleted); a task without Jobs holds no dict."""
         jobs = self.jobs.get(key)
-        before = jobs.pop(name, None) if jobs is not None else None
+        if jobs is None:
+            return
+        before = jobs.pop(name, None)
         self.active_runs -= before is not None and before.active
+        if not jobs:
+            del self.jobs[key]
+
+    def jobs_of(self, key: str) -> Mapping[str, JobView]:
+        """The task's Jobs by name (an empty mapping when it has none)."""
+        return self.jobs.get(key) or {}
 
     def task_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         metadata = body["metadata"]
-        key = f"{metadata['namespace']}/{metadata['name']}"
+        key = sys.intern(f"{metadata['namespace']}/{metadata['name']}")
         if event_type == "DELETED":
             self.tasks.pop(key, None)
-            if not self.jobs.get(key):
-                self.jobs.pop(key, None)
             self.gone(metadata["namespace"], metadata["name"])
             return
         task = self.tasks.get(key)
@@ -292,15 +301,12 @@ class Cache:
         )
         if owner is None:
             return
-        key = f"{metadata['namespace']}/{owner['name']}"
-        jobs = self.jobs.setdefault(key, {})
+        key = sys.intern(f"{metadata['namespace']}/{owner['name']}")
         name = metadata["name"]
         if event_type == "DELETED":
             self.drop_job(key, name)
             self._job_versions.pop((key, name), None)
             self.pods.pop((metadata["namespace"], name), None)
-            if not jobs and key not in self.tasks:
-                del self.jobs[key]  # the task and all its Jobs are gone
         else:
             version = version_of(body)
             if version < self._job_versions.get((key, name), 0):
@@ -312,7 +318,7 @@ class Cache:
             task = self.tasks.get(key)
             if task is not None and task.unwritten and name in task.unwritten.replaced:
                 view = replace(view, deleting=True)  # replaced: deleted once recorded
-            if jobs.get(name) == view:
+            if self.jobs_of(key).get(name) == view:
                 # Most of a Job's updates (pod counts, finalizers, the controller's
                 # bookkeeping) change nothing a decision or the status reads.
                 return

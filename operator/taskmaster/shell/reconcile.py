@@ -80,7 +80,7 @@ class Reconciler:
             self.metrics.overruns.labels("parse").inc()
             logger.warning("%s: parsing the spec ran past its time box; set aside", key)
         now = self.clock()
-        jobs = self.cache.jobs.setdefault(key, {})
+        jobs = self.cache.jobs_of(key)
         if task.spec is None:
             invalid = Observation(
                 None, list(jobs.values()), now, task.generation, invalid=task.invalid
@@ -121,7 +121,8 @@ class Reconciler:
         except Overrun:
             self._overran(task, jobs, now, cursor, status)
             return
-        records = list(plan.records) + await self._start_all(task, task.spec, plan.create, jobs)
+        records = list(plan.records) + await self._start_all(task, task.spec, plan.create)
+        jobs = self.cache.jobs_of(key)  # with those just created
         self._waits(task, plan.waiting)
         # Replaced Jobs go once the status recording their replacement is written
         # (`record`): deleted before, with the process stopping in between, a run
@@ -161,9 +162,7 @@ class Reconciler:
         self.observe(task, plan, jobs.values())
         self.wake(key, plan.wake_at)
 
-    async def _start_all(
-        self, task: Task, spec: TaskSpec, runs: list[Run], jobs: dict[str, JobView]
-    ) -> list[HistoryEntry]:
+    async def _start_all(self, task: Task, spec: TaskSpec, runs: list[Run]) -> list[HistoryEntry]:
         """Create the runs' Jobs; each holds a slot from the decision until answered,
         so that the reconciles in flight at once share the free slots."""
         records: list[HistoryEntry] = []
@@ -171,7 +170,7 @@ class Reconciler:
         self.slots.reserved += pending
         try:
             for run in runs:
-                records += await self._start(task, spec, run, jobs)
+                records += await self._start(task, spec, run)
                 pending -= 1
                 self.slots.reserved -= 1
         finally:
@@ -206,7 +205,7 @@ class Reconciler:
     def _overran(
         self,
         task: Task,
-        jobs: dict[str, JobView],
+        jobs: Mapping[str, JobView],
         now: datetime,
         cursor: datetime | None,
         status: Mapping[str, Any],
@@ -240,9 +239,7 @@ class Reconciler:
         task.held = (task.generation, until.timestamp())
         self.wake(task.ref.key, until)
 
-    async def _start(
-        self, task: Task, spec: TaskSpec, run: Run, jobs: dict[str, JobView]
-    ) -> list[HistoryEntry]:
+    async def _start(self, task: Task, spec: TaskSpec, run: Run) -> list[HistoryEntry]:
         """Create the run's Job; a spec the API refuses is a failed run, not a retry loop."""
         name = job_name(task.ref.name, run)
         self.fence.check(f"creating Job {name}")
@@ -267,13 +264,13 @@ class Reconciler:
         if not created:
             return []  # it exists: this run already started (exactly once)
         view = JobView.from_job(manifest)
-        if view is not None and name not in jobs:
+        if view is not None and name not in self.cache.jobs_of(task.ref.key):
             # As created; unless the watch was quicker and already told more.
             self.cache.put_job(task.ref.key, name, view)
         due = run.scheduled if run.token else due_at(task.ref.key, spec, run.scheduled)
         lag = (self.clock() - due).total_seconds()
         self.metrics.fire_lag.labels(run.trigger.value).observe(max(lag, 0.0))
-        self.metrics.tasks.of(task.ref.namespace, task.ref.name).started[run.trigger.value] += 1
+        self.metrics.tasks.of(task.ref.namespace, task.ref.name).count_started(run.trigger.value)
         self.recorder.report(
             task,
             "Normal",

@@ -72,7 +72,7 @@ class Recorder:
         for entry in update.recorded:
             # One Missed entry can stand for many scheduled times; count the times.
             series = self.metrics.tasks.of(task.ref.namespace, task.ref.name)
-            series.finished[entry.result.value] += entry.runs
+            series.count_finished(entry.result.value, entry.runs)
             type_, reason = _EVENT_OF_RESULT[entry.result]
             what = f"Job {entry.job_name}" if entry.job_name else "run"
             message = f"{what} ({rfc3339(entry.scheduled_time)}): {entry.result.value}"
