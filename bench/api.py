@@ -12,7 +12,7 @@ import asyncio
 import json
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -138,6 +138,17 @@ async def each(
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
+async def watch_lines(api: Api, path: str, params: Mapping[str, str]) -> AsyncIterator[bytes]:
+    """The lines of a watch of `path`, one event each, until the server ends it."""
+    async with api.session.get(
+        api.server + path, params=params, timeout=aiohttp.ClientTimeout(total=None)
+    ) as response:
+        if response.status != 200:
+            raise ApiError("WATCH", path, response.status, await response.read())
+        async for line in response.content:
+            yield line
+
+
 @dataclass(frozen=True)
 class SeenJob:
     """A Job as its ADDED event found it, with when (time.time()) the event arrived."""
@@ -233,23 +244,18 @@ class JobWatch:
             "resourceVersion": self._version,
             "timeoutSeconds": "3600",
         }
-        async with self.api.session.get(
-            self.api.server + self.path, params=params, timeout=aiohttp.ClientTimeout(total=None)
-        ) as response:
-            if response.status != 200:
-                raise ApiError("WATCH", self.path, response.status, await response.read())
-            async for line in response.content:
-                now = time.time()
-                if line.startswith(self._ADDED):
-                    job = json.loads(line)["object"]
-                    name = job["metadata"]["name"]
-                    if name not in self.seen:
-                        self.seen[name] = SeenJob.from_job(job, now)
-                    self._version = job["metadata"]["resourceVersion"]
-                elif line.startswith(self._BOOKMARK):
-                    self._version = json.loads(line)["object"]["metadata"]["resourceVersion"]
-                elif b'"type":"ERROR"' in line[:40]:
-                    raise ApiError("WATCH", self.path, 410, line)
+        async for line in watch_lines(self.api, self.path, params):
+            now = time.time()
+            if line.startswith(self._ADDED):
+                job = json.loads(line)["object"]
+                name = job["metadata"]["name"]
+                if name not in self.seen:
+                    self.seen[name] = SeenJob.from_job(job, now)
+                self._version = job["metadata"]["resourceVersion"]
+            elif line.startswith(self._BOOKMARK):
+                self._version = json.loads(line)["object"]["metadata"]["resourceVersion"]
+            elif b'"type":"ERROR"' in line[:40]:
+                raise ApiError("WATCH", self.path, 410, line)
 
 
 class _JobEvents:
@@ -282,13 +288,8 @@ class _JobEvents:
             "resourceVersion": version,
             "timeoutSeconds": "3600",
         }
-        async with self.api.session.get(
-            self.api.server + self.path, params=params, timeout=aiohttp.ClientTimeout(total=None)
-        ) as response:
-            if response.status != 200:
-                raise ApiError("WATCH", self.path, response.status, await response.read())
-            async for line in response.content:
-                self._line(line)
+        async for line in watch_lines(self.api, self.path, params):
+            self._line(line)
 
 
 def _ended(job: JSON) -> bool:
