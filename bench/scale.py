@@ -31,38 +31,15 @@ from bench.workloads import (
     sleep_until,
 )
 from taskmaster.core.spec import parse_task
+from taskmaster.core.times import rfc3339
 
 logger = logging.getLogger("bench")
 
 
-def _rfc3339(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 async def until_reconciled(bench: Bench, within: float) -> None:
-    """Until every task's status reflects its spec (observedGeneration): the operator
-    has written them all. Pages are read in order and a check ends at the first task
-    not written yet, so that waiting on 100,000 tasks does not list them all each time
-    (nor scrape the operator's metrics: rendering them is work for the operator)."""
+    """Until the operator has written every task's status, for at most `within` seconds."""
     async with asyncio.timeout(within):
-        while True:
-            if await _all_observed(bench):
-                return
-            await asyncio.sleep(5)
-
-
-async def _all_observed(bench: Bench) -> bool:
-    token = ""
-    while True:
-        params = {"limit": "500", **({"continue": token} if token else {})}
-        page = await bench.api.request("GET", _ns(TASKS), params=params)
-        for task in page.get("items") or ():
-            status = task.get("status") or {}
-            if status.get("observedGeneration") != task["metadata"]["generation"]:
-                return False
-        token = page.get("metadata", {}).get("continue") or ""
-        if not token:
-            return True
+        await bench.until_observed(period=5.0)
 
 
 async def steady_sizes(
@@ -124,7 +101,10 @@ async def overload(
     end = start + seconds
     template = job_template(suspend=False)
     if scheduler == "taskmaster":
-        window = {"startAt": _rfc3339(start), "endAt": _rfc3339(end - 1)}
+        window = {
+            key: rfc3339(datetime.fromtimestamp(at, UTC))
+            for key, at in (("startAt", start), ("endAt", end - 1))
+        }
         kind, path, schedule = "taskmaster", TASKS, "H * * * * *"
     else:
         window, kind, path, schedule = {}, "cronjob", CRONJOBS, "* * * * *"

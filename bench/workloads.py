@@ -112,18 +112,29 @@ class Bench:
                     raise TimeoutError(f"{_ns(path)} still has objects after the clean-up")
                 await asyncio.sleep(0.5)
 
-    async def until_observed(self) -> None:
+    async def until_observed(self, period: float = 2.0) -> None:
         """Until every task's status reflects its current spec (observedGeneration): the
-        operator has written it, not only decided it, so no write storm overlaps what follows."""
+        operator has written it, not only decided it, so no write storm overlaps what
+        follows. Pages are read in order and a check ends at the first task not written
+        yet: waiting on 100,000 tasks does not list them all each time (nor scrapes the
+        operator's metrics: rendering them is work for the operator)."""
         while True:
-            tasks = await self.api.list(_ns(TASKS))
-            if all(
-                (task.get("status") or {}).get("observedGeneration")
-                == task["metadata"]["generation"]
-                for task in tasks
-            ):
+            if await self._all_observed():
                 return
-            await asyncio.sleep(2)
+            await asyncio.sleep(period)
+
+    async def _all_observed(self) -> bool:
+        token = ""
+        while True:
+            params = {"limit": "500", **({"continue": token} if token else {})}
+            page = await self.api.request("GET", _ns(TASKS), params=params)
+            for task in page.get("items") or ():
+                status = task.get("status") or {}
+                if status.get("observedGeneration") != task["metadata"]["generation"]:
+                    return False
+            token = page.get("metadata", {}).get("continue") or ""
+            if not token:
+                return True
 
     @property
     def pid(self) -> int:

@@ -161,7 +161,7 @@ class Recorder:
         for key, task in self.cache.tasks.items():
             if task.unwritten is not None:
                 # Replaced Jobs not deleted yet are still running: active again.
-                held = self.cache.jobs.get(key, {})
+                held = self.cache.jobs_of(key)
                 for name in task.unwritten.replaced:
                     if name in held:
                         self.cache.put_job(key, name, replace(held[name], deleting=False))
