@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +16,7 @@ from taskmaster.core.spec import parse_task
 from taskmaster.core.times import rfc3339
 from taskmaster.shell.cache import Task
 from taskmaster.shell.metrics import Metrics
+from taskmaster.shell.ratelimit import TokenBucket
 from taskmaster.shell.scheduler import Scheduler
 from tests.support.api import FakeApi, NoApi
 from tests.support.tasks import CONTAINER, task_object
@@ -372,3 +373,103 @@ def _spec(scheduler: Scheduler, name: str) -> Any:
     spec = scheduler.cache.tasks[f"ns/{name}"].spec
     assert spec is not None
     return spec
+
+
+class Now:
+    """A clock the test moves, for the scheduler and its rate limiter alike."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+    def seconds(self) -> float:
+        return self.at.timestamp()
+
+
+def _records(scheduler: Scheduler) -> list[str]:
+    """The keys whose record step the queue hands out now (reconciles set aside)."""
+    records = []
+    while ops := scheduler.queue.take():
+        for key, record in ops:
+            scheduler.queue.done(key)
+            records += [key] if record else []
+    return records
+
+
+def test_a_status_recording_only_runs_shed_for_the_cap_waits_for_its_budget() -> None:
+    kube = FakeApi()
+    now = Now(datetime(2026, 5, 1, 0, 1, 5, tzinfo=UTC))
+    # While the cap binds, a hundredth of 100 QPS with a burst of 100: one record at
+    # once, then one a second.
+    limiter = TokenBucket(qps=100, burst=100, clock=now.seconds)
+    scheduler = Scheduler(kube, Metrics(), max_active_runs=1, limiter=limiter, clock=now)
+    scheduler.reconciler.since = now() - timedelta(hours=1)
+    for i, name in enumerate(("a", "b", "c")):
+        created = datetime(2026, 5, 1, tzinfo=UTC) - timedelta(seconds=50 - i)
+        kube.add(scheduler, _task(name, "* * * * *", created=created))
+    for name in ("a", "b", "c"):
+        asyncio.run(scheduler.reconciler.reconcile(f"ns/{name}"))
+        asyncio.run(scheduler.recorder.record(f"ns/{name}"))
+    _records(scheduler)
+
+    # Past the deadline (60 s) of the 00:01 runs that waited, b and c record them
+    # Missed, and wait for slots for their 00:02 runs: the cap still binds.
+    now.at = datetime(2026, 5, 1, 0, 2, 6, tzinfo=UTC)
+    for name in ("b", "c"):
+        asyncio.run(scheduler.reconciler.reconcile(f"ns/{name}"))
+    missed = scheduler.cache.tasks["ns/c"].unwritten
+    assert missed is not None
+    assert missed.status["history"][0]["reason"] == "MaxActiveRuns"
+    assert _records(scheduler) == []  # in line, not queued
+    assert scheduler.recorder.release() == ["ns/b"]
+    assert scheduler.recorder.release() == []
+    now.at += timedelta(seconds=1)
+    assert scheduler.recorder.release() == ["ns/c"]
+    for name in ("b", "c"):
+        asyncio.run(scheduler.recorder.record(f"ns/{name}"))
+    assert [c for c in kube.calls if c in ("status b", "status c")] == ["status b", "status c"] * 2
+
+    # A deferred record with news of its own is queued at once: a's run ends, and
+    # c (deferred again by a later miss) starts a run in the freed slot.
+    now.at = datetime(2026, 5, 1, 0, 3, 7, tzinfo=UTC)
+    asyncio.run(scheduler.reconciler.reconcile("ns/c"))
+    assert scheduler.recorder.deferred == deque(["ns/c"])
+    [job] = scheduler.cache.jobs["ns/a"].values()
+    body = render_job(scheduler.cache.tasks["ns/a"].ref, _spec(scheduler, "a"), job.run)
+    body["metadata"]["resourceVersion"] = "9"
+    body["status"] = {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}
+    scheduler.cache.job_event("MODIFIED", body)
+    asyncio.run(scheduler.reconciler.reconcile("ns/c"))
+
+    assert [call for call in kube.calls if call.startswith("create c-")] == ["create c-1777593780"]
+    assert "ns/c" in _records(scheduler)
+    assert scheduler.recorder.release() == []
+
+
+def test_events_over_their_budget_are_dropped_and_counted() -> None:
+    kube = FakeApi()
+    metrics = Metrics()
+    now = Now(datetime(2026, 5, 1, 0, 1, 5, tzinfo=UTC))
+    # A fifth of 5 QPS with a burst of 5 (no run waits for a slot): one Event, then
+    # one a second.
+    limiter = TokenBucket(qps=5, burst=5, clock=now.seconds)
+    scheduler = Scheduler(kube, metrics, limiter=limiter, clock=now)
+    scheduler.reconciler.since = now() - timedelta(hours=1)
+    for name in ("a", "b"):
+        kube.add(scheduler, _task(name, "* * * * *", created=now() - timedelta(minutes=5)))
+        asyncio.run(scheduler.reconciler.reconcile(f"ns/{name}"))
+        asyncio.run(scheduler.recorder.record(f"ns/{name}"))
+
+    assert [c for c in kube.calls if c.split()[0] in ("create", "status")] == [
+        "create a-1777593660",
+        "status a",
+        "create b-1777593660",
+        "status b",
+    ]
+    assert kube.events == [("Normal", "JobCreated")]
+    dropped = metrics.registry.get_sample_value(
+        "taskmaster_events_dropped_total", {"reason": "JobCreated"}
+    )
+    assert dropped == 1

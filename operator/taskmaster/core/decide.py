@@ -66,6 +66,8 @@ CATCH_UP_AFTER = timedelta(seconds=10)
 # failing that, it decides again this often at most (and by its oldest held run's
 # deadline at least).
 WAITING_RECHECK = timedelta(seconds=10)
+# The reason of a run recorded Missed for having waited too long for a slot.
+WAITED_FOR_SLOT = "MaxActiveRuns"
 
 
 @dataclass(frozen=True)
@@ -434,7 +436,7 @@ def _record_not_started(plan: Plan, spec: TaskSpec, due: _Due) -> None:
             f"waited more than startingDeadlineSeconds ({spec.starting_deadline_seconds}s) "
             "for a slot: the operator's --max-active-runs runs were in flight"
         )
-        plan.records.append(due.waited.entry(why, "MaxActiveRuns"))
+        plan.records.append(due.waited.entry(why, WAITED_FOR_SLOT))
     if due.crowded is not None:
         why = f"more than {MAX_RUNS_PER_DECISION} runs were due at once; the newest started"
         plan.records.append(due.crowded.entry(why, "TooManyRunsDue"))

@@ -88,6 +88,8 @@ class Unwritten:
     recorded: set[str] = field(default_factory=set)
     # The decided phase, if it changed (read by every metrics scrape).
     phase: str | None = None
+    # Queued for later: it only records runs shed for want of a slot (`record.py`).
+    deferred: bool = False
 
     @property
     def status(self) -> dict[str, Any]:

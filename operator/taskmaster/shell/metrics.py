@@ -121,6 +121,13 @@ class Metrics:
             ["operation"],
             registry=self.registry,
         )
+        self.events_dropped = Counter(
+            "taskmaster_events_dropped_total",
+            "Events not posted: over the operator's budget for Events (a fifth of "
+            "--kube-api-qps and --kube-api-burst), by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.overruns = Counter(
             "taskmaster_overruns_total",
             "A task's parse or decision abandoned for running past its time box, by operation.",

@@ -217,6 +217,7 @@ class Operator:
             self.metrics,
             worker_image=options.worker_image,
             max_active_runs=options.max_active_runs or None,
+            limiter=api.limiter,
         )
         self.watching = Kube(watching, self.identity)
         kinds = (

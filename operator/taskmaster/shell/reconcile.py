@@ -153,6 +153,7 @@ class Reconciler:
                 resume_token=task.resume_token,
                 backfill=plan.backfill.to_status() if plan.backfill else None,
             ),
+            acted=bool(plan.create or plan.delete),
         )
         if replaced:
             self.recorder.unwritten(task).replaced += replaced

@@ -6,17 +6,29 @@ due: when thousands of runs fall due in the same second, their Jobs are
 created first and the bookkeeping follows, instead of every Job waiting on the
 writes of those before it. Jobs are deleted as expired only once the history
 that replaces them is written.
+
+Under overload the bookkeeping must not add to it. Events are best effort
+within a budget of their own (as the kubelet's `--event-qps` beside its
+`--kube-api-qps`): what goes over is dropped and counted. A status whose only
+news is runs that waited too long for a slot (`--max-active-runs`) waits in
+line and is written within a budget of its own, the task's later misses
+merged into the same write. Both budgets are shares of the client's rate
+limit, and far smaller ones while the cap binds: shedding load is when the
+cluster is busiest, and the runs it can still start must get the API server.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
 from taskmaster.core.backfill import Backfill, backfill_events
+from taskmaster.core.decide import WAITED_FOR_SLOT
 from taskmaster.core.status import (
+    HistoryEntry,
     JobView,
     Observation,
     Result,
@@ -30,6 +42,7 @@ from taskmaster.shell.api import Api, Fence
 from taskmaster.shell.cache import Cache, Task, Unwritten, version_of
 from taskmaster.shell.kube import ApiError
 from taskmaster.shell.metrics import Metrics
+from taskmaster.shell.ratelimit import TokenBucket
 
 logger = logging.getLogger(__name__)
 
@@ -42,27 +55,67 @@ _EVENT_OF_RESULT = {
     Result.REPLACED: ("Normal", "RunReplaced"),
 }
 
+# Shares of the client's rate limit (--kube-api-qps, --kube-api-burst) for Events
+# and for the records of shed runs: while no run waits for a slot, and while some do.
+EVENT_SHARE, EVENT_SHARE_BINDING = 0.2, 0.02
+SHED_SHARE, SHED_SHARE_BINDING = 0.1, 0.01
+
+
+def only_shed(recorded: Iterable[HistoryEntry]) -> bool:
+    """Whether the runs recorded are all ones that waited too long for a slot."""
+    entries = list(recorded)
+    return bool(entries) and all(entry.reason == WAITED_FOR_SLOT for entry in entries)
+
 
 class Recorder:
     """Keeps what each task's reconcile decided (`Task.unwritten`) until `record`
-    writes it; `queue(key)` asks for that record step."""
+    writes it; `queue(key)` asks for that record step.
+
+    `limiter`: the client's rate limit, of which Events and shed runs' records get
+    their shares (none: no limit); `binding`: whether runs wait for a slot.
+    """
 
     def __init__(
-        self, kube: Api, metrics: Metrics, cache: Cache, fence: Fence, queue: Callable[[str], None]
+        self,
+        kube: Api,
+        metrics: Metrics,
+        cache: Cache,
+        fence: Fence,
+        *,
+        queue: Callable[[str], None],
+        limiter: TokenBucket | None = None,
+        binding: Callable[[], bool] = lambda: False,
     ) -> None:
         self.kube = kube
         self.metrics = metrics
         self.cache = cache
         self.fence = fence
         self.queue = queue
+        self.binding = binding
+        limiter = limiter or TokenBucket(0, 1)
+        self._events = (limiter.share(EVENT_SHARE), limiter.share(EVENT_SHARE_BINDING))
+        self._shed = (limiter.share(SHED_SHARE), limiter.share(SHED_SHARE_BINDING))
+        # Tasks whose unwritten status only records shed runs, in the order they came.
+        self.deferred: deque[str] = deque()
 
-    def decide_status(self, task: Task, observed: Observation) -> None:
-        """The next status, kept as unwritten (with its Events) until `record` writes it."""
+    def decide_status(self, task: Task, observed: Observation, *, acted: bool = True) -> None:
+        """The next status, kept as unwritten (with its Events) until `record` writes it.
+
+        `acted`: the decision created or deleted Jobs; if not, and the status only
+        records runs shed for want of a slot, it is written later, within its budget.
+        """
         decided = task.status  # decoded once: the held status is JSON
         update = reduce_status(decided, replace(observed, recorded_jobs=task.recorded_jobs))
         if same_status(decided, update.status):
             return
+        shed = not acted and only_shed(update.recorded)
+        if shed and task.unwritten is None:
+            task.unwritten = Unwritten(deferred=True)
+            self.deferred.append(task.ref.key)
         unwritten = self.unwritten(task)
+        if unwritten.deferred and not shed:
+            unwritten.deferred = False
+            self.queue(task.ref.key)  # news of its own: written now, with what waited
         unwritten.update(update.status)
         unwritten.jobs = list(observed.jobs)
         unwritten.recorded |= {entry.job_name for entry in update.recorded if entry.job_name}
@@ -97,6 +150,21 @@ class Recorder:
             task.unwritten = Unwritten()
             self.queue(task.ref.key)
         return task.unwritten
+
+    def release(self) -> list[str]:
+        """The deferred records whose turn has come, as many as their budget allows."""
+        budget = self._shed[self.binding()]
+        released: list[str] = []
+        while self.deferred:
+            task = self.cache.tasks.get(self.deferred[0])
+            if task is None or task.unwritten is None or not task.unwritten.deferred:
+                self.deferred.popleft()  # gone, or written already with other news
+                continue
+            if not budget.try_take():
+                break
+            task.unwritten.deferred = False
+            released.append(self.deferred.popleft())
+        return released
 
     async def record(self, key: str) -> None:
         """Write the status decided for the task, post its Events, delete expired Jobs."""
@@ -148,6 +216,9 @@ class Recorder:
     async def _event(self, task: Task, type_: str, reason: str, message: str, action: str) -> None:
         if not self.fence.may_act():
             return  # only a certain leader writes, Events included
+        if not self._events[self.binding()].try_take():
+            self.metrics.events_dropped.labels(reason).inc()
+            return
         try:
             await self.kube.post_event(task.ref, type_, reason, message, action)
         except ApiError as error:
@@ -166,3 +237,4 @@ class Recorder:
                     if name in held:
                         self.cache.put_job(key, name, replace(held[name], deleting=False))
             task.unwritten = None
+        self.deferred.clear()

@@ -23,6 +23,7 @@ from taskmaster.shell.api import Api, Fence, Fenced
 from taskmaster.shell.cache import Cache
 from taskmaster.shell.kube import ApiError
 from taskmaster.shell.metrics import Metrics
+from taskmaster.shell.ratelimit import TokenBucket
 from taskmaster.shell.reconcile import Reconciler
 from taskmaster.shell.record import Recorder
 from taskmaster.shell.slots import RunSlots
@@ -45,15 +46,26 @@ class Scheduler:
         *,
         worker_image: str | None = None,
         max_active_runs: int | None = None,
+        limiter: TokenBucket | None = None,
         clock: Clock = wall_clock,
     ) -> None:
+        """`limiter`: the client's rate limit, of which the record step's budgets are
+        shares (`shell/record.py`)."""
         self.clock = clock
         self.metrics = metrics
         self.fence = Fence()
         self.queue = WorkQueue(_CONCURRENCY)
         self.cache = Cache(changed=self.poke, gone=self._gone)
         self.slots = RunSlots(max_active_runs, lambda: self.cache.active_runs)
-        self.recorder = Recorder(kube, metrics, self.cache, self.fence, queue=self._queue_record)
+        self.recorder = Recorder(
+            kube,
+            metrics,
+            self.cache,
+            self.fence,
+            queue=self._queue_record,
+            limiter=limiter,
+            binding=lambda: self.slots.waiting > 0,
+        )
         self.reconciler = Reconciler(
             kube,
             metrics,
@@ -130,9 +142,14 @@ class Scheduler:
         self.queue.draining = True
         self._changed.set()
         tasks = self.cache.tasks
+
+        def pending() -> bool:
+            # Records of shed runs keep to their budget: the next leader records them anew.
+            return any(t.unwritten and not t.unwritten.deferred for t in tasks.values())
+
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                while self.queue.running or any(task.unwritten for task in tasks.values()):
+                while self.queue.running or pending():
                     self.idle.clear()
                     await self.idle.wait()
 
@@ -163,6 +180,8 @@ class Scheduler:
             self.queue.wake_due(self._now())
             for key, waiting_from in self.slots.wake():
                 self.poke(key, waiting_from)  # as urgent as its oldest held run
+            for key in self.recorder.release():
+                self._queue_record(key)
             self._changed.clear()
             for op in self.queue.take():
                 job = asyncio.create_task(self._guarded(op))
@@ -170,6 +189,8 @@ class Scheduler:
                 job.add_done_callback(started.discard)
             next_wake = self.queue.next_wake()
             timeout = 5.0 if next_wake is None else max(0.0, next_wake - self._now())
+            if self.recorder.deferred:
+                timeout = min(timeout, _RECORD_DELAY)  # their budget refills meanwhile
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=min(timeout, 5.0))
 
