@@ -36,7 +36,7 @@ from bench.cluster import (
     process_peak_rss_mb,
 )
 from bench.hostile import slowest_reconcile
-from bench.scale import overload, steady_sizes
+from bench.scale import limits_at_scale, overload, steady_sizes
 from bench.workloads import (
     NAMESPACE,
     Bench,
@@ -224,6 +224,7 @@ async def _scale(bench: Bench, profile: Profile) -> dict[str, Any]:
     )
     cold = await cold_start(bench, profile.cold_seconds)
     cold["peak_rss_mb"] = round(process_peak_rss_mb(bench.pid), 1)
+    limits = await limits_at_scale(bench, lifecycle["concurrency"], profile.lifecycle_seconds)
     rate = lifecycle["runs_per_s"]
     overloads = [
         await overload(
@@ -240,6 +241,7 @@ async def _scale(bench: Bench, profile: Profile) -> dict[str, Any]:
         "lifecycle_ceiling": lifecycle,
         "steady": steady_rows,
         "cold_start": cold,
+        "limits_at_scale": limits,
         "overload": overloads,
     }
 

@@ -111,10 +111,13 @@ def classic_targets(result: Mapping[str, Any]) -> list[Target]:
     ]
 
 
-def _cold_start_target(cold: Mapping[str, Any], seconds: float) -> Target:
+def _cold_start_target(
+    cold: Mapping[str, Any], seconds: float, list_s: float | None = None
+) -> Target:
+    floor = "" if list_s is None else f" (a bare client's list of the tasks: {list_s} s)"
     return Target(
         f"cold start with {cold.get('tasks')} tasks: ready ≤ {seconds:g} s, no duplicate",
-        f"{_s(cold.get('ready_s'))} s, {cold.get('duplicates')} duplicates",
+        f"{_s(cold.get('ready_s'))} s, {cold.get('duplicates')} duplicates{floor}",
         None
         if cold.get("ready_s") is None
         else cold["ready_s"] <= seconds and cold.get("duplicates") == 0,
@@ -135,6 +138,7 @@ def scale_targets(result: Mapping[str, Any]) -> list[Target]:
         (ours.get("overload_runs_recorded_missed") or {}).values()
     )
     cap = scale.get("max_active_runs")
+    limits = scale.get("limits_at_scale") or {}
     return [
         Target(
             f"{small.get('tasks')} tasks: peak RSS ≤ 150 MB",
@@ -146,10 +150,15 @@ def scale_targets(result: Mapping[str, Any]) -> list[Target]:
             f"{_s(peak)} MB",
             _compare(peak, 600.0, operator.le),
         ),
-        _cold_start_target(cold, 30.0),
+        _cold_start_target(cold, 30.0, limits.get("list_s")),
         Target(
             f"steady with {steady['tasks']} tasks: p99 lag ≤ 1 s",
-            f"{_s(steady.get('lag_p99_s'))} s at {steady.get('fires_per_s')} runs/s",
+            f"{_s(steady.get('lag_p99_s'))} s at {steady.get('fires_per_s')} runs/s"
+            + (
+                f" (lifecycle ceiling with the tasks present: {limits['lifecycle_runs_per_s']})"
+                if limits
+                else ""
+            ),
             _compare(steady.get("lag_p99_s"), 1.0, operator.le),
         ),
         Target(
@@ -170,7 +179,8 @@ def scale_targets(result: Mapping[str, Any]) -> list[Target]:
         Target(
             "overload: every run not started recorded Missed with its reason",
             f"{accounted} of {offered} runs started or Missed "
-            f"({ours.get('overload_runs_recorded_missed')})",
+            f"({ours.get('overload_runs_recorded_missed')}), all recorded "
+            f"{_s(ours.get('overload_recorded_after_s'))} s after the load",
             None if offered is None else accounted == offered,
         ),
         Target(
@@ -235,6 +245,7 @@ def scale_tables(result: Mapping[str, Any]) -> str:
             f"run on time from {cold['ready_s']} s, {cold['duplicates']} duplicates among "
             f"{cold['jobs_checked']} Jobs; peak RSS {cold['peak_rss_mb']} MB.",
             "",
+            *_limits_at_scale(scale.get("limits_at_scale")),
             "Overload: ten times the lifecycle ceiling offered for "
             f"{ours.get('seconds', 0):g} s (every task once a minute; TaskMaster's at hashed "
             "seconds between startAt and endAt, CronJobs on the minute and deleted, their Jobs "
@@ -248,6 +259,18 @@ def scale_tables(result: Mapping[str, Any]) -> str:
             over,
         ]
     )
+
+
+def _limits_at_scale(limits: Mapping[str, Any] | None) -> list[str]:
+    if not limits:
+        return []
+    return [
+        f"The physical limits with the {limits['tasks']} tasks present (operator stopped): "
+        f"a bare client lists them, 500 a page as the operator does, in {limits['list_s']} s; "
+        f"the lifecycle rate at {limits['concurrency']} at a time is "
+        f"{limits['lifecycle_runs_per_s']} runs/s.",
+        "",
+    ]
 
 
 def _mark(met: bool | None) -> str:

@@ -16,13 +16,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bench.api import CRONJOBS, TASKS, JobStates, each
+from bench.api import CRONJOBS, TASKS, JobEnds, JobStates, each
 from bench.cluster import process_peak_rss_mb
 from bench.stats import Lags, fire_lags, on_time_after
 from bench.workloads import (
+    LIFECYCLE_LABEL,
     NAMESPACE,
     ON_TIME_S,
     Bench,
+    _lifecycles,
     _ns,
     _seconds,
     job_template,
@@ -74,6 +76,34 @@ async def steady_sizes(
         logger.info("steady at %d: %s", size, summary)
         results.append(summary)
     return results
+
+
+async def limits_at_scale(bench: Bench, concurrency: int, seconds: float) -> dict[str, Any]:
+    """The physical limits with every task of the steady load present and the operator
+    stopped: a bare client's paged list of the tasks (the floor under a cold start's
+    first list) and the lifecycle rate at the ceiling's best concurrency (the
+    cluster's own limit for whole runs with that many objects in its stores)."""
+    await bench.stop_operator()
+    try:
+        started = time.monotonic()
+        tasks = len(await bench.api.list(_ns(TASKS)))
+        list_s = time.monotonic() - started
+        ends = JobEnds(bench.api, NAMESPACE, LIFECYCLE_LABEL)
+        await ends.start()
+        try:
+            rate = await _lifecycles(bench, ends, concurrency, seconds)
+        finally:
+            await ends.stop()
+    finally:
+        await bench.start_operator()
+    summary = {
+        "tasks": tasks,
+        "list_s": round(list_s, 1),
+        "lifecycle_runs_per_s": round(rate, 1),
+        "concurrency": concurrency,
+    }
+    logger.info("limits at scale: %s", summary)
+    return summary
 
 
 async def overload(
@@ -178,9 +208,29 @@ async def _delete_orphaning(bench: Bench, names: list[str]) -> None:
 
 async def _accounting(bench: Bench, start: float, end: float) -> dict[str, Any]:
     """The overload tasks' runs: offered (their schedules' times in the window), started
-    (their Jobs), and Missed by reason (their statuses, once the last waiting run is
-    past its starting deadline, 60 s, and recorded)."""
-    await asyncio.sleep(max(0.0, end + 60 + 20 - time.time()))
+    (their Jobs), and Missed by reason (their statuses), read until every run offered
+    is accounted for (the last to wait is past its starting deadline, 60 s, and the
+    operator writes such records within a budget, after the rest) or for 10 minutes."""
+    started = {
+        (job.owner, job.scheduled)
+        for job in bench.watch.since(start - 120)
+        if "/over-" in job.owner and job.scheduled is not None and start <= job.scheduled < end
+    }
+    counts: dict[str, Any] = {}
+    while True:
+        offered, missed = await _offered_and_missed(bench, start, end)
+        counts = {
+            "overload_runs_offered": offered,
+            "overload_runs_started": len(started),
+            "overload_runs_recorded_missed": dict(missed),
+            "overload_recorded_after_s": round(time.time() - end, 1),
+        }
+        if len(started) + sum(missed.values()) >= offered or time.time() > end + 600:
+            return counts
+        await asyncio.sleep(30)
+
+
+async def _offered_and_missed(bench: Bench, start: float, end: float) -> tuple[int, Counter[str]]:
     tasks = [t for t in await bench.api.list(_ns(TASKS)) if t["metadata"]["name"][:5] == "over-"]
     offered, missed = 0, Counter[str]()
     after = datetime.fromtimestamp(start, UTC) - timedelta(microseconds=1)
@@ -193,13 +243,4 @@ async def _accounting(bench: Bench, start: float, end: float) -> dict[str, Any]:
             scheduled = datetime.fromisoformat(entry["scheduledTime"]).timestamp()
             if start <= scheduled < end and entry["result"] == "Missed":
                 missed[entry.get("reason") or ""] += entry.get("runs", 1)
-    started = {
-        (job.owner, job.scheduled)
-        for job in bench.watch.since(start - 120)
-        if "/over-" in job.owner and job.scheduled is not None and start <= job.scheduled < end
-    }
-    return {
-        "overload_runs_offered": offered,
-        "overload_runs_started": len(started),
-        "overload_runs_recorded_missed": dict(missed),
-    }
+    return offered, missed

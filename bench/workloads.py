@@ -136,6 +136,17 @@ class Bench:
             if not token:
                 return True
 
+    async def stop_operator(self) -> None:
+        await asyncio.to_thread(self.operator.stop)  # SIGTERM: the Lease is released
+
+    async def start_operator(self) -> float:
+        """A new operator process, started as the last one was; the seconds to /readyz."""
+        old = self.operator
+        self.operator = OperatorProcess(old.kubeconfig, old.log_path, old.args)
+        started = time.time()
+        await asyncio.to_thread(self.operator.start)
+        return time.time() - started
+
     @property
     def pid(self) -> int:
         if self.operator.process is None:
@@ -390,13 +401,9 @@ def on_time(window: Mapping[str, Any]) -> bool:
 async def cold_start(bench: Bench, seconds: float) -> dict[str, Any]:
     """Replace the operator by a new process, started as it was, and time it to on-time runs."""
     tasks = await bench.api.count(_ns(TASKS))
-    old = bench.operator
-    await asyncio.to_thread(old.stop)  # SIGTERM: the Lease is released
-    operator = OperatorProcess(old.kubeconfig, old.log_path, old.args)
+    await bench.stop_operator()
     started = time.time()
-    await asyncio.to_thread(operator.start)
-    readyz = time.time() - started
-    bench.operator = operator
+    readyz = await bench.start_operator()
     await sleep_until(started + seconds)
     await asyncio.sleep(3)
     jobs = bench.watch.since(started - 600)

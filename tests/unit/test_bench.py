@@ -192,6 +192,12 @@ def scale(**overrides: Any) -> dict[str, Any]:
             "jobs_checked": 9000,
             "peak_rss_mb": 560.0,
         },
+        "limits_at_scale": {
+            "tasks": 100000,
+            "list_s": 12.5,
+            "lifecycle_runs_per_s": 30.1,
+            "concurrency": 64,
+        },
         "overload": [overload, {**overload, "scheduler": "cronjob", "completed_per_s": 10.0}],
     }
     value.update(overrides)
@@ -214,6 +220,9 @@ def test_the_scale_targets_are_checked_against_the_lifecycle_ceiling() -> None:
 
     text = report.markdown(alone, [])
     assert "Lifecycle ceiling: a minimal client" in text
+    assert "lists them, 500 a page as the operator does, in 12.5 s" in text
+    assert "20.00 s, 0 duplicates (a bare client's list of the tasks: 12.5 s)" in text
+    assert "(lifecycle ceiling with the tasks present: 30.1)" in text
     assert "| cronjob | 375.0 | 10.0 | 88% | 700 | 5000 | 0.10 | 0.60 | 20.00 |" in text
     assert "## Minute burst" not in text
 
