@@ -281,15 +281,32 @@ class _JobEvents:
         raise NotImplementedError
 
     async def _run(self, version: str) -> None:
-        params = {
-            "watch": "1",
-            "labelSelector": self.selector,
-            "allowWatchBookmarks": "true",
-            "resourceVersion": version,
-            "timeoutSeconds": "3600",
-        }
-        async for line in watch_lines(self.api, self.path, params):
-            self._line(line)
+        """Watch from `version`; when the watch ends or breaks, go on from a list of what
+        is there (each Job as a MODIFIED event): no Job's end goes unseen."""
+        while True:
+            params = {
+                "watch": "1",
+                "labelSelector": self.selector,
+                "allowWatchBookmarks": "true",
+                "resourceVersion": version,
+                "timeoutSeconds": "3600",
+            }
+            try:
+                async for line in watch_lines(self.api, self.path, params):
+                    if b'"type":"ERROR"' in line[:40]:
+                        raise ApiError("WATCH", self.path, 410, line)
+                    self._line(line)
+            except (aiohttp.ClientError, TimeoutError, ApiError):
+                await asyncio.sleep(0.2)
+            version = await self._relist()
+
+    async def _relist(self) -> str:
+        params = {"labelSelector": self.selector} if self.selector else {}
+        listing = await self.api.request("GET", self.path, params=params)
+        for job in listing.get("items") or ():
+            self._line(json.dumps({"type": "MODIFIED", "object": job}).encode())
+        version: str = listing["metadata"]["resourceVersion"]
+        return version
 
 
 def _ended(job: JSON) -> bool:
