@@ -36,7 +36,8 @@ class OperatorProcess:
         self.health_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> OperatorProcess:
+    def start(self, timeout: float = 60) -> OperatorProcess:
+        """Start it and wait until /readyz says ready, for at most `timeout` seconds."""
         command = [
             str(OPERATOR),
             "--kubeconfig",
@@ -51,7 +52,7 @@ class OperatorProcess:
         ]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        until(self.ready, timeout=60, message=f"operator ready ({self.log_path})")
+        until(self.ready, timeout=timeout, message=f"operator ready ({self.log_path})")
         return self
 
     def get(self, path: str, port: int | None = None) -> tuple[int, str]:
