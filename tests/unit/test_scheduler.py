@@ -340,13 +340,7 @@ def test_runs_over_the_cap_wait_and_a_freed_slot_starts_the_oldest() -> None:
     now = datetime(2026, 5, 1, 0, 1, 5, tzinfo=UTC)
     scheduler = Scheduler(kube, Metrics(), max_active_runs=1, clock=lambda: now)
     scheduler.reconciler.since = now - timedelta(hours=1)
-    # Three tasks, each first due at 00:01:00.
-    for i, name in enumerate(("a", "b", "c")):
-        created = datetime(2026, 5, 1, tzinfo=UTC) - timedelta(seconds=50 - i)
-        kube.add(scheduler, _task(name, "* * * * *", created=created))
-    for name in ("a", "b", "c"):
-        asyncio.run(scheduler.reconciler.reconcile(f"ns/{name}"))
-        asyncio.run(scheduler.recorder.record(f"ns/{name}"))
+    _three_due_at_once(scheduler, kube)
 
     assert [call for call in kube.calls if call.startswith("create ")] == ["create a-1777593660"]
     assert (scheduler.slots.in_flight, scheduler.slots.waiting) == (1, 2)
@@ -367,6 +361,17 @@ def test_runs_over_the_cap_wait_and_a_freed_slot_starts_the_oldest() -> None:
     ]
     assert scheduler.slots.waiting == 1
     assert kube.events.count(("Warning", "WaitingForSlot")) == 2  # once per wait
+
+
+def _three_due_at_once(scheduler: Scheduler, kube: FakeApi) -> None:
+    """Tasks a, b and c, each first due at 00:01:00 (a created first), each reconciled
+    and its status recorded once."""
+    for i, name in enumerate(("a", "b", "c")):
+        created = datetime(2026, 5, 1, tzinfo=UTC) - timedelta(seconds=50 - i)
+        kube.add(scheduler, _task(name, "* * * * *", created=created))
+    for name in ("a", "b", "c"):
+        asyncio.run(scheduler.reconciler.reconcile(f"ns/{name}"))
+        asyncio.run(scheduler.recorder.record(f"ns/{name}"))
 
 
 def _spec(scheduler: Scheduler, name: str) -> Any:
@@ -406,12 +411,7 @@ def test_a_status_recording_only_runs_shed_for_the_cap_waits_for_its_budget() ->
     limiter = TokenBucket(qps=100, burst=100, clock=now.seconds)
     scheduler = Scheduler(kube, Metrics(), max_active_runs=1, limiter=limiter, clock=now)
     scheduler.reconciler.since = now() - timedelta(hours=1)
-    for i, name in enumerate(("a", "b", "c")):
-        created = datetime(2026, 5, 1, tzinfo=UTC) - timedelta(seconds=50 - i)
-        kube.add(scheduler, _task(name, "* * * * *", created=created))
-    for name in ("a", "b", "c"):
-        asyncio.run(scheduler.reconciler.reconcile(f"ns/{name}"))
-        asyncio.run(scheduler.recorder.record(f"ns/{name}"))
+    _three_due_at_once(scheduler, kube)
     _records(scheduler)
 
     # Past the deadline (60 s) of the 00:01 runs that waited, b and c record them
