@@ -46,21 +46,11 @@ def test_the_bucket_refills_to_its_burst_and_no_further() -> None:
     assert [bucket.try_take() for _ in range(3)] == [True, True, False]
 
 
-def test_a_reservation_takes_a_token_still_to_come_and_says_when() -> None:
-    clock = Clock()
-    bucket = TokenBucket(qps=10, burst=2, clock=clock)
-
-    assert [bucket.reserve() for _ in range(4)] == pytest.approx([0, 0, 0.1, 0.2])
-    assert not bucket.try_take()  # reserved ahead: nothing left for now
-    clock.now += 0.3
-    assert bucket.reserve() == pytest.approx(0.0)
-
-
 def test_a_share_has_its_fraction_of_the_rate_and_burst_and_no_limit_stays_none() -> None:
     share = TokenBucket(qps=500, burst=2500, clock=Clock()).share(0.1)
     assert (share.qps, share.burst) == (50, 250)
     unlimited = TokenBucket(qps=0, burst=1, clock=Clock()).share(0.1)
-    assert [unlimited.reserve() for _ in range(3)] == [0, 0, 0]
+    assert [unlimited.try_take() for _ in range(3)] == [True, True, True]
 
 
 def test_no_limit_never_waits() -> None:

@@ -425,8 +425,10 @@ def test_a_status_recording_only_runs_shed_for_the_cap_waits_for_its_budget() ->
     assert _records(scheduler) == []  # in line, not queued
     assert scheduler.recorder.release() == ["ns/b"]
     assert scheduler.recorder.release() == []
+    assert _records(scheduler) == ["ns/b"]  # queued by its release
     now.at += timedelta(seconds=1)
     assert scheduler.recorder.release() == ["ns/c"]
+    assert _records(scheduler) == ["ns/c"]
     for name in ("b", "c"):
         asyncio.run(scheduler.recorder.record(f"ns/{name}"))
     assert [c for c in kube.calls if c in ("status b", "status c")] == ["status b", "status c"] * 2
@@ -436,6 +438,7 @@ def test_a_status_recording_only_runs_shed_for_the_cap_waits_for_its_budget() ->
     now.at = datetime(2026, 5, 1, 0, 3, 7, tzinfo=UTC)
     asyncio.run(scheduler.reconciler.reconcile("ns/c"))
     assert scheduler.recorder.deferred == deque(["ns/c"])
+    assert _records(scheduler) == []
     [job] = scheduler.cache.jobs["ns/a"].values()
     body = render_job(scheduler.cache.tasks["ns/a"].ref, _spec(scheduler, "a"), job.run)
     body["metadata"]["resourceVersion"] = "9"

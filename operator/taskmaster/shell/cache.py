@@ -88,7 +88,8 @@ class Unwritten:
     recorded: set[str] = field(default_factory=set)
     # The decided phase, if it changed (read by every metrics scrape).
     phase: str | None = None
-    # Queued for later: it only records runs shed for want of a slot (`record.py`).
+    # In line for its budget (`Recorder.deferred`): it only records runs shed for
+    # want of a slot.
     deferred: bool = False
 
     @property

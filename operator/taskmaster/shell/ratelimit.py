@@ -51,18 +51,6 @@ class TokenBucket:
         self._tokens -= 1
         return True
 
-    def reserve(self) -> float:
-        """Take a token now or one still to come; the seconds until it is there.
-
-        As golang.org/x/time/rate's `Reserve`: for work that is queued for later
-        instead of waiting, so a backlog of it costs no waiting request.
-        """
-        if self.qps == 0:
-            return 0.0
-        self._refill()
-        self._tokens -= 1
-        return max(0.0, -self._tokens / self.qps)
-
     def share(self, fraction: float) -> TokenBucket:
         """A bucket of its own with `fraction` of this one's rate and burst."""
         return TokenBucket(self.qps * fraction, max(1, round(self.burst * fraction)), self._clock)

@@ -152,7 +152,8 @@ class Recorder:
         return task.unwritten
 
     def release(self) -> list[str]:
-        """The deferred records whose turn has come, as many as their budget allows."""
+        """Queue the deferred records whose turn has come, as many as their budget
+        allows; their keys."""
         budget = self._shed[self.binding()]
         released: list[str] = []
         while self.deferred:
@@ -164,6 +165,7 @@ class Recorder:
                 break
             task.unwritten.deferred = False
             released.append(self.deferred.popleft())
+            self.queue(released[-1])
         return released
 
     async def record(self, key: str) -> None:

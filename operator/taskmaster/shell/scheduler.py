@@ -180,8 +180,7 @@ class Scheduler:
             self.queue.wake_due(self._now())
             for key, waiting_from in self.slots.wake():
                 self.poke(key, waiting_from)  # as urgent as its oldest held run
-            for key in self.recorder.release():
-                self._queue_record(key)
+            self.recorder.release()
             self._changed.clear()
             for op in self.queue.take():
                 job = asyncio.create_task(self._guarded(op))
